@@ -1,0 +1,145 @@
+"""The only module that knows whether NumPy or CuPy is underneath.
+
+Everyone else does ``from baby import backend`` and uses ``backend.xp`` at call time, so one
+code path serves both libraries. ``use()`` switches the library, the device, the BLAS threads and
+the compute dtype; tests switch back and forth through it.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+from typing import Any
+
+import numpy
+
+xp: Any = numpy
+DTYPES = {"fp16": numpy.float16, "fp32": numpy.float32, "fp64": numpy.float64}
+dtype: Any = numpy.float32
+device_name: str = "cpu"
+
+GPU_HELP = ("c_device='gpu' needs CuPy and an NVIDIA GPU: install the GPU extra with "
+            "`pip install -e .[gpu]` (CUDA 12), or set c_device='cpu'")
+
+
+class BackendError(RuntimeError):
+    """A device or library that was asked for is not available."""
+
+
+def _openblas_setters() -> list[Any]:
+    """Thread setters of every OpenBLAS that NumPy has loaded (NumPy wheels ship scipy-openblas)."""
+    setters = []
+    try:
+        maps = open("/proc/self/maps").read().splitlines()
+    except OSError:
+        maps = []
+    paths = sorted({line.split()[-1] for line in maps if "openblas" in line.lower() and ".so" in line})
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for name in ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
+                     "openblas_set_num_threads64_", "openblas_set_num_threads"):
+            fn = getattr(lib, name, None)
+            if fn is not None:
+                setters.append(fn)
+                break
+    return setters
+
+
+def set_cpu_threads(n: int) -> None:
+    """Limit NumPy's BLAS to n threads (environment variables for BLAS libraries loaded later)."""
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(n)
+    for fn in _openblas_setters():
+        fn(ctypes.c_int(n))
+
+
+def _import_cupy() -> Any:
+    try:
+        import cupy  # noqa: PLC0415 - the one guarded CuPy import of the package
+    except ImportError as err:
+        raise BackendError(GPU_HELP) from err
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as err:  # CUDA driver missing or broken
+        raise BackendError(f"CuPy is installed but no CUDA device is usable ({err}). {GPU_HELP}") from err
+    if count == 0:
+        raise BackendError(f"CuPy is installed but no GPU was found. {GPU_HELP}")
+    return cupy
+
+
+def gpu_available() -> bool:
+    try:
+        _import_cupy()
+    except BackendError:
+        return False
+    return True
+
+
+def use(device: str = "cpu", cpu_cores: int | None = None, gpu_core: int = 0,
+        gpu_tensor: int = 0, d_type: str = "fp32") -> None:
+    """Select library, device, threads and dtype for everything that follows."""
+    global xp, dtype, device_name
+    if d_type not in DTYPES:
+        raise BackendError(f"d_type={d_type!r}: allowed {sorted(DTYPES)}")
+    if device == "cpu":
+        if cpu_cores:
+            set_cpu_threads(cpu_cores)
+        xp, device_name = numpy, "cpu"
+    elif device == "gpu":
+        cupy = _import_cupy()
+        count = cupy.cuda.runtime.getDeviceCount()
+        if not 0 <= gpu_core < count:
+            raise BackendError(f"c_device_gpu_core={gpu_core}: this machine has GPUs 0..{count - 1}")
+        cupy.cuda.Device(gpu_core).use()
+        # TF32 is a cuBLAS compute mode; CuPy reads it from this variable.
+        os.environ["CUPY_TF32"] = "1" if gpu_tensor else "0"
+        xp = cupy
+        props = cupy.cuda.runtime.getDeviceProperties(gpu_core)
+        name = props["name"]
+        device_name = f"gpu:{gpu_core} {name.decode() if isinstance(name, bytes) else name}"
+    else:
+        raise BackendError(f"c_device={device!r}: allowed 'cpu' or 'gpu'")
+    dtype = DTYPES[d_type]
+
+
+def to_host(a: Any) -> numpy.ndarray:
+    """A NumPy copy (or view) of a NumPy or CuPy array."""
+    return a.get() if hasattr(a, "get") and not isinstance(a, numpy.ndarray) else numpy.asarray(a)
+
+
+def asarray(a: Any, dtype_: Any = None) -> Any:
+    """Move host data onto the current device."""
+    return xp.asarray(a, dtype=dtype_)
+
+
+def scatter_add(target: Any, index: Any, values: Any) -> None:
+    """target[index] += values with repeated indices summed (plain += loses duplicates)."""
+    if xp is numpy:
+        numpy.add.at(target, index, values)
+    else:
+        import cupyx  # noqa: PLC0415 - CuPy-only helper, guarded by the xp check
+        cupyx.scatter_add(target, index, values)
+
+
+def sync() -> None:
+    """Wait for queued GPU work (timings); no-op on the CPU."""
+    if xp is not numpy:
+        xp.cuda.Stream.null.synchronize()
+
+
+def versions() -> dict[str, str]:
+    out = {"python": sys.version.split()[0], "numpy": numpy.__version__}
+    if xp is not numpy:
+        out["cupy"] = xp.__version__
+    return out
+
+
+def rng(*keys: int) -> Any:
+    """A device random generator determined by keys, e.g. rng(seed, step): runs resume exactly."""
+    if xp is numpy:
+        return numpy.random.default_rng(list(keys))
+    seed = int(numpy.random.SeedSequence(list(keys)).generate_state(1)[0])
+    return xp.random.default_rng(seed)

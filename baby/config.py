@@ -1,0 +1,241 @@
+"""One typed config: every setting with its default, type, range and meaning; validation that names
+the key, the value and what is allowed; JSON in and out.
+
+Variant-specific settings (``n_kv_heads``, ``s_window``, ``n_experts`` ...) are declared next to the
+variant that uses them (``register(..., settings=...)``) and collected here from the registry.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from baby.nn import core
+from baby.nn.core import Setting
+
+
+class ConfigError(ValueError):
+    """A setting that is unknown, of the wrong type, or out of range."""
+
+
+def _s(key: str, type_: type, default: Any, doc: str, low: float | None = None,
+       high: float | None = None, choices: tuple[Any, ...] | None = None) -> Setting:
+    return Setting(key, type_, default, doc, low, high, choices)
+
+
+# Names come from the seed (c_*, n_*, r_*, s_*, d_*); the additions keep its style.
+BASE: tuple[Setting, ...] = (
+    _s("c_device", str, "cpu", "cpu: NumPy; gpu: CuPy", choices=("cpu", "gpu")),
+    _s("c_device_cpu_cores", int, 0, "BLAS threads on the CPU (0: leave the library's default)", 0, 1024),
+    _s("c_device_gpu_core", int, 0, "index of the GPU to use", 0, 64),
+    _s("c_device_gpu_tensor", int, 0, "1 allows TF32 tensor cores for fp32 matmuls on the GPU", 0, 1),
+    _s("d_type", str, "fp32", "compute dtype", choices=("fp16", "fp32", "fp64")),
+    _s("c_tokenizer", str, "char", "tokenizer: char, word, or bpe (byte-level BPE)", choices=("char", "word", "bpe")),
+    _s("n_vocab", int, 0, "BPE vocabulary size (char/word: 0, the vocabulary is what the text has)", 0, 1 << 20),
+    _s("c_sequence", str, "pre", "pre: windows cut once from offset 0; post: a new random offset every epoch",
+       choices=("pre", "post")),
+    _s("c_attention", str, "mha", "sequence mixers of a block, joined by '+' (e.g. conv+induction)"),
+    _s("c_network", str, "mlp", "feed-forward variant (empty: none)"),
+    _s("c_norm", str, "layer", "normalisation: layer (LayerNorm) or rms (RMSNorm)", choices=("layer", "rms")),
+    _s("c_norm_final", str, "", "final normalisation before the head (empty: same as c_norm)",
+       choices=("", "layer", "rms")),
+    _s("c_position", str, "learned", "positions: learned table, rope (rotary, in attention) or none",
+       choices=("learned", "rope", "none")),
+    _s("c_bias", bool, True, "biases in linear projections (LayerNorm always has its bias)"),
+    _s("c_tie", bool, True, "output head shares the token embedding matrix"),
+    _s("n_ctx", int, 64, "context length in tokens", 1, 1 << 20),
+    _s("n_emb", int, 128, "model width", 1, 1 << 16),
+    _s("head_size", int, 0, "total attention width, divisible by n_heads (0: n_emb)", 0, 1 << 16),
+    _s("n_heads", int, 4, "attention heads", 1, 1024),
+    _s("n_layers", int, 4, "blocks", 0, 1024),
+    _s("r_hidden", float, 4.0, "feed-forward hidden width as a multiple of n_emb", 0.25, 64.0),
+    _s("n_epochs", int, 1, "passes over the training windows (ignored when n_steps > 0)", 1, 1 << 20),
+    _s("n_steps", int, 0, "optimizer steps to run (0: n_epochs worth)", 0, 1 << 30),
+    _s("batch_size", int, 16, "windows per micro-batch", 1, 1 << 16),
+    _s("n_accumulate", int, 1, "micro-batches per optimizer step (gradient accumulation)", 1, 1024),
+    _s("r_dropout", float, 0.0, "dropout rate on embeddings and residual branches", 0.0, 0.9),
+    _s("r_temp", float, 1.0, "temperature of attention and gate softmaxes", 1e-3, 1e3),
+    _s("r_learn", float, 1e-3, "peak learning rate", 1e-7, 1.0),
+    _s("r_learn_min", float, 1e-4, "learning rate at the end of the cosine decay", 0.0, 1.0),
+    _s("s_warmup", str, "auto", "linear warmup: none, auto (min(100, 5% of steps)), steps (int) or a fraction (0-1)"),
+    _s("r_decay", float, 0.1, "AdamW decoupled weight decay (matrices only)", 0.0, 10.0),
+    _s("r_beta1", float, 0.9, "AdamW beta1", 0.0, 0.99999),
+    _s("r_beta2", float, 0.99, "AdamW beta2", 0.0, 0.99999),
+    _s("r_eps", float, 1e-8, "AdamW epsilon", 1e-12, 1.0),
+    _s("r_clip", float, 1.0, "gradient-norm clip (0: off)", 0.0, 1e6),
+    _s("c_shuffle", bool, True, "shuffle the order of training windows each epoch (never tokens)"),
+    _s("r_split", float, 0.9, "train share of the token stream; the rest is validation", 0.1, 0.99),
+    _s("seed", int, 1337, "seed of initialisation, data order, dropout and sampling", 0, (1 << 32) - 1),
+    _s("n_eval_every", int, 0, "steps between validation losses (0: about 10 per run)", 0, 1 << 30),
+    _s("n_eval_batches", int, 20, "batches per validation loss", 1, 1 << 20),
+    _s("n_checkpoint_every", int, 0, "steps between resumable checkpoints (0: at every evaluation)", 0, 1 << 30),
+    _s("n_log_every", int, 0, "steps between progress lines (0: about 50 per run)", 0, 1 << 30),
+    _s("n_sample_tokens", int, 200, "tokens generated from an empty prompt after training", 0, 1 << 20),
+    _s("r_sample_temp", float, 0.8, "sampling temperature of that completion (0: greedy)", 0.0, 100.0),
+    _s("n_top_k", int, 0, "sample from the k most likely tokens (0: all)", 0, 1 << 20),
+    _s("r_top_p", float, 1.0, "nucleus sampling mass", 0.0, 1.0),
+)
+
+
+def _variant_settings() -> dict[str, Setting]:
+    out: dict[str, Setting] = {}
+    for kind in ("mixer", "network"):
+        for entry in core.entries(kind):
+            for s in entry.settings:
+                if s.key in out and out[s.key] != s:
+                    raise RuntimeError(f"setting {s.key!r} declared differently by two variants")
+                out[s.key] = s
+    return out
+
+
+def all_settings() -> dict[str, Setting]:
+    settings = {s.key: s for s in BASE}
+    for key, s in _variant_settings().items():
+        settings.setdefault(key, s)
+    return settings
+
+
+def _check_type(s: Setting, value: Any) -> Any:
+    if s.type is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+    elif s.type is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif s.type is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif s.type is str:
+        if isinstance(value, str):
+            return value
+        if s.key == "s_warmup" and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return value
+    raise ConfigError(f"{s.key}={value!r}: expected {s.type.__name__} ({s.doc})")
+
+
+def _check_range(s: Setting, value: Any) -> None:
+    if s.choices is not None and value not in s.choices:
+        raise ConfigError(f"{s.key}={value!r}: allowed {', '.join(map(str, s.choices))}")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if (s.low is not None and value < s.low) or (s.high is not None and value > s.high):
+            raise ConfigError(f"{s.key}={value!r}: allowed range [{s.low}, {s.high}] ({s.doc})")
+
+
+def parse_warmup(value: Any, total_steps: int) -> int:
+    """s_warmup to a step count: none, auto, steps (int >= 1) or a fraction of the run (0 < f < 1)."""
+    if value in ("none", 0):
+        return 0
+    if value == "auto":
+        return min(100, max(1, total_steps // 20))
+    number = value
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(f"s_warmup={value!r}: allowed none, auto, a step count or a fraction in (0, 1)") from None
+    if 0 < number < 1:
+        return max(1, int(round(number * total_steps)))
+    if number >= 1 and float(number).is_integer():
+        return int(number)
+    raise ConfigError(f"s_warmup={value!r}: allowed none, auto, a step count or a fraction in (0, 1)")
+
+
+class Config:
+    """Validated settings with attribute access: ``cfg.n_emb``. Immutable after construction."""
+
+    def __init__(self, values: dict[str, Any] | None = None, source: str = "config") -> None:
+        settings = all_settings()
+        merged = {key: s.default for key, s in settings.items()}
+        for key, value in (values or {}).items():
+            if key not in settings:
+                close = [k for k in settings if k.split("_", 1)[-1] == key.split("_", 1)[-1]]
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ConfigError(f"{source}: unknown setting {key!r}{hint}")
+            s = settings[key]
+            try:
+                merged[key] = _check_type(s, value)
+                _check_range(s, merged[key])
+            except ConfigError as err:
+                raise ConfigError(f"{source}: {err}") from None
+        object.__setattr__(self, "_values", merged)
+        try:
+            self._check_relations()
+        except ConfigError as err:
+            raise ConfigError(f"{source}: {err}") from None
+
+    def _check_relations(self) -> None:
+        v = self._values
+        head_size = self.head_width
+        if head_size % v["n_heads"]:
+            raise ConfigError(f"head_size={head_size} must be divisible by n_heads={v['n_heads']}")
+        for name in self.mixers:
+            if name not in core.names("mixer"):
+                raise ConfigError(f"c_attention={v['c_attention']!r}: {name!r} is not a mixer; "
+                                  f"allowed {', '.join(core.names('mixer'))} joined by '+'")
+        if v["c_network"] and v["c_network"] not in core.names("network"):
+            raise ConfigError(f"c_network={v['c_network']!r}: allowed {', '.join(core.names('network'))}")
+        if v["c_tokenizer"] == "bpe" and v["n_vocab"] < 260:
+            raise ConfigError(f"n_vocab={v['n_vocab']}: a bpe tokenizer needs n_vocab >= 260 (256 bytes + specials)")
+        parse_warmup(v["s_warmup"], 1000)
+        if v["r_learn_min"] > v["r_learn"]:
+            raise ConfigError(f"r_learn_min={v['r_learn_min']} must not exceed r_learn={v['r_learn']}")
+        if (v["d_type"] == "fp16") and v["c_device"] == "cpu":
+            raise ConfigError("d_type='fp16' is GPU-only (NumPy emulates fp16 matmuls ~100x slower); use fp32 on the CPU")
+
+    # Derived values used across the package.
+    @property
+    def head_width(self) -> int:
+        return self._values["head_size"] or self._values["n_emb"]
+
+    @property
+    def mixers(self) -> list[str]:
+        return [m for m in self._values["c_attention"].split("+") if m]
+
+    @property
+    def hidden(self) -> int:
+        return max(1, int(round(self._values["r_hidden"] * self._values["n_emb"])))
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self._values[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        raise AttributeError("Config is immutable; use .replace(key=value)")
+
+    def replace(self, **changes: Any) -> "Config":
+        return Config({**self._values, **changes})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self._values)
+
+    @classmethod
+    def load(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> "Config":
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such config file") from None
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a JSON object of settings")
+        data = data.get("settings", data)  # run configs keep settings next to runtime facts
+        return cls({**data, **(overrides or {})}, source=str(path))
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``key=value`` from the CLI: the value is read as JSON when it parses, else as a string."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected key=value")
+    key, raw = text.split("=", 1)
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip(), value

@@ -1,0 +1,10 @@
+"""mha: multi-head causal softmax attention, separate Q, K, V per head; O(T^2) per sequence."""
+from __future__ import annotations
+
+from baby.nn.attention.common import HeadAttention
+from baby.nn.core import register
+
+
+@register("mixer", "mha")
+class MultiHeadAttention(HeadAttention):
+    """Everything is in HeadAttention; mha is the plain case the other variants specialise."""

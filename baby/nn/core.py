@@ -1,0 +1,158 @@
+"""Parameters, modules and the registry every variant lives in.
+
+A module keeps what ``backward`` needs in a small cache during ``forward``; ``backward`` returns the
+input gradient and *adds* into its parameters' ``grad`` (the trainer zeroes them once per step, which
+is what tied weights and gradient accumulation need).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+from baby import backend
+
+
+class Parameter:
+    """A tensor with its gradient. ``decay`` marks matrices for weight decay (not biases, norms or
+    gains); ``frozen`` keeps it out of the optimizer (LoRA's base when finetuning)."""
+
+    __slots__ = ("data", "grad", "decay", "frozen")
+
+    def __init__(self, data: Any, decay: bool = False) -> None:
+        self.data = data
+        self.grad = backend.xp.zeros_like(data)
+        self.decay = decay
+        self.frozen = False
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.data.shape)
+
+
+class Module:
+    """Base class: parameter discovery, train/eval mode. Subclasses write forward and backward."""
+
+    training: bool = True
+
+    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
+        seen: set[int] = set()
+        for name, value in vars(self).items():
+            for sub_name, item in _children(name, value):
+                full = f"{prefix}{sub_name}"
+                if isinstance(item, Parameter):
+                    if id(item) not in seen:  # a tied parameter is listed once
+                        seen.add(id(item))
+                        yield full, item
+                elif isinstance(item, Module):
+                    for pair in item.named_parameters(full + "."):
+                        if id(pair[1]) not in seen:
+                            seen.add(id(pair[1]))
+                            yield pair
+
+    def parameters(self) -> list[Parameter]:
+        return [p for _, p in self.named_parameters()]
+
+    def modules(self) -> Iterator["Module"]:
+        yield self
+        for name, value in vars(self).items():
+            for _, item in _children(name, value):
+                if isinstance(item, Module):
+                    yield from item.modules()
+
+    def train(self, mode: bool = True) -> "Module":
+        for m in self.modules():
+            m.training = mode
+        return self
+
+    def eval(self) -> "Module":
+        return self.train(False)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError
+
+    def backward(self, dy: Any) -> Any:
+        raise NotImplementedError
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.forward(*args, **kwargs)
+
+    def extra_loss(self) -> float:
+        """Auxiliary loss added by this module in the last forward (MoE load balancing)."""
+        return 0.0
+
+
+def _children(name: str, value: Any) -> Iterator[tuple[str, Any]]:
+    if isinstance(value, (Parameter, Module)):
+        yield name, value
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            if isinstance(item, (Parameter, Module)):
+                yield f"{name}.{i}", item
+
+
+# ----------------------------------------------------------------------------------------------
+# Registry: config names -> classes. Kinds: "mixer" (attention variants, conv, induction),
+# "network" (feed-forward variants), "norm", "tokenizer".
+
+@dataclass(frozen=True)
+class Setting:
+    """A config key a registered class needs: type, default, allowed range and a one-line doc."""
+
+    key: str
+    type: type
+    default: Any
+    doc: str
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[Any, ...] | None = None
+
+
+@dataclass
+class Entry:
+    name: str
+    cls: type
+    aliases: tuple[str, ...] = ()
+    settings: tuple[Setting, ...] = field(default_factory=tuple)
+
+
+REGISTRY: dict[str, dict[str, Entry]] = {}
+
+
+def register(kind: str, name: str, aliases: tuple[str, ...] = (),
+             settings: tuple[Setting, ...] = ()) -> Callable[[type], type]:
+    """Class decorator: ``@register("mixer", "mha")`` makes ``c_attention: "mha"`` build it."""
+    def wrap(cls: type) -> type:
+        entry = Entry(name, cls, aliases, settings)
+        table = REGISTRY.setdefault(kind, {})
+        for key in (name, *aliases):
+            if key in table and table[key].cls is not cls:
+                raise ValueError(f"{kind} {key!r} registered twice")
+            table[key] = entry
+        cls.registry_name = name
+        return cls
+    return wrap
+
+
+def lookup(kind: str, name: str) -> Entry:
+    _load_all()
+    table = REGISTRY.get(kind, {})
+    if name not in table:
+        raise KeyError(f"unknown {kind} {name!r}: allowed {names(kind)}")
+    return table[name]
+
+
+def names(kind: str) -> list[str]:
+    """All names (aliases included) of a kind, sorted."""
+    _load_all()
+    return sorted(REGISTRY.get(kind, {}))
+
+
+def entries(kind: str) -> list[Entry]:
+    """Each registered class of a kind once (no aliases)."""
+    _load_all()
+    return list({e.name: e for e in REGISTRY.get(kind, {}).values()}.values())
+
+
+def _load_all() -> None:
+    # Importing the packages runs their @register lines.
+    from baby.nn import attention, network, mixers, layers  # noqa: F401, PLC0415

@@ -1,0 +1,215 @@
+"""The building blocks every model uses: linear, embedding, norms, activations, dropout, loss.
+
+Conventions: activations are (B, T, C) in ``backend.dtype``; a Linear stores its weight as
+(in, out) so that ``y = x @ W + b``. Initialisation runs on the host with NumPy (identical weights on
+CPU and GPU for the same seed) and is then moved to the device.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy
+
+from baby import backend
+from baby.nn.core import Module, Parameter, Setting, register
+
+
+def param(array: numpy.ndarray, decay: bool = False) -> Parameter:
+    return Parameter(backend.asarray(array, backend.dtype), decay=decay)
+
+
+def normal(rng: numpy.random.Generator, shape: tuple[int, ...], std: float = 0.02) -> Parameter:
+    return param(rng.normal(0.0, std, shape), decay=True)
+
+
+class Linear(Module):
+    """y = x @ W (+ b) over the last axis; any leading shape."""
+
+    def __init__(self, rng: numpy.random.Generator, n_in: int, n_out: int, bias: bool = True,
+                 std: float = 0.02) -> None:
+        self.weight = normal(rng, (n_in, n_out), std)
+        self.bias = param(numpy.zeros(n_out)) if bias else None
+        self.x: Any = None
+
+    def forward(self, x: Any) -> Any:
+        self.x = x
+        y = x @ self.weight.data
+        if self.bias is not None:
+            y += self.bias.data
+        return y
+
+    def backward(self, dy: Any) -> Any:
+        x2 = self.x.reshape(-1, self.x.shape[-1])
+        dy2 = dy.reshape(-1, dy.shape[-1])
+        self.weight.grad += x2.T @ dy2
+        if self.bias is not None:
+            self.bias.grad += dy2.sum(axis=0)
+        self.x = None
+        return dy @ self.weight.data.T
+
+
+class Embedding(Module):
+    """Rows of a (V, C) table; backward scatter-adds (repeated ids must all count)."""
+
+    def __init__(self, rng: numpy.random.Generator, n_rows: int, n_dim: int, std: float = 0.02) -> None:
+        self.weight = normal(rng, (n_rows, n_dim), std)
+        self.ids: Any = None
+
+    def forward(self, ids: Any) -> Any:
+        self.ids = ids
+        return self.weight.data[ids]
+
+    def backward(self, dy: Any) -> None:
+        backend.scatter_add(self.weight.grad, self.ids.reshape(-1), dy.reshape(-1, dy.shape[-1]))
+        self.ids = None
+
+
+class LayerNorm(Module):
+    """(x - mean) / std * gain + bias over the last axis."""
+
+    def __init__(self, n_dim: int, eps: float = 1e-5) -> None:
+        self.gain = param(numpy.ones(n_dim))
+        self.bias = param(numpy.zeros(n_dim))
+        self.eps = eps
+        self.cache: Any = None
+
+    def forward(self, x: Any) -> Any:
+        mean = x.mean(axis=-1, keepdims=True)
+        centered = x - mean
+        rstd = 1.0 / backend.xp.sqrt((centered * centered).mean(axis=-1, keepdims=True) + self.eps)
+        xhat = centered * rstd
+        self.cache = xhat, rstd
+        return xhat * self.gain.data + self.bias.data
+
+    def backward(self, dy: Any) -> Any:
+        xhat, rstd = self.cache
+        self.cache = None
+        lead = tuple(range(dy.ndim - 1))
+        self.gain.grad += (dy * xhat).sum(axis=lead)
+        self.bias.grad += dy.sum(axis=lead)
+        g = dy * self.gain.data
+        return rstd * (g - g.mean(axis=-1, keepdims=True) - xhat * (g * xhat).mean(axis=-1, keepdims=True))
+
+
+class RMSNorm(Module):
+    """x / rms(x) * gain (LLaMA): no centring, no bias."""
+
+    def __init__(self, n_dim: int, eps: float = 1e-6) -> None:
+        self.gain = param(numpy.ones(n_dim))
+        self.eps = eps
+        self.cache: Any = None
+
+    def forward(self, x: Any) -> Any:
+        r = 1.0 / backend.xp.sqrt((x * x).mean(axis=-1, keepdims=True) + self.eps)
+        xhat = x * r
+        self.cache = xhat, r
+        return xhat * self.gain.data
+
+    def backward(self, dy: Any) -> Any:
+        xhat, r = self.cache
+        self.cache = None
+        self.gain.grad += (dy * xhat).sum(axis=tuple(range(dy.ndim - 1)))
+        g = dy * self.gain.data
+        return r * (g - xhat * (g * xhat).mean(axis=-1, keepdims=True))
+
+
+# Norms are registered so that c_norm picks one; they take the width as their only argument.
+register("norm", "layer")(LayerNorm)
+register("norm", "rms")(RMSNorm)
+
+
+class Dropout(Module):
+    """Inverted dropout; the mask comes from the step's generator so a resumed run draws the same."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.mask: Any = None
+
+    def forward(self, x: Any, rng: Any) -> Any:
+        if not self.training or self.rate <= 0.0 or rng is None:
+            self.mask = None
+            return x
+        keep = rng.random(x.shape, dtype=backend.xp.float32) >= self.rate
+        self.mask = keep.astype(x.dtype) * (1.0 / (1.0 - self.rate))
+        return x * self.mask
+
+    def backward(self, dy: Any) -> Any:
+        return dy if self.mask is None else dy * self.mask
+
+
+# ---- activations: value and derivative side by side -------------------------------------------
+
+GELU_C = math.sqrt(2.0 / math.pi)
+
+
+def gelu(x: Any) -> tuple[Any, Any]:
+    """tanh-approximated GELU; returns (y, tanh term) for gelu_backward."""
+    t = backend.xp.tanh(GELU_C * (x + 0.044715 * x * x * x))
+    return 0.5 * x * (1.0 + t), t
+
+
+def gelu_backward(x: Any, t: Any, dy: Any) -> Any:
+    return dy * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * GELU_C * (1.0 + 3 * 0.044715 * x * x))
+
+
+def sigmoid(x: Any) -> Any:
+    xp = backend.xp
+    return 0.5 * (1.0 + xp.tanh(0.5 * x))  # stable for large |x|
+
+
+def silu(x: Any) -> tuple[Any, Any]:
+    """x * sigmoid(x); returns (y, sigmoid) for silu_backward."""
+    s = sigmoid(x)
+    return x * s, s
+
+
+def silu_backward(x: Any, s: Any, dy: Any) -> Any:
+    return dy * s * (1.0 + x * (1.0 - s))
+
+
+def softmax(x: Any, axis: int = -1) -> Any:
+    xp = backend.xp
+    e = xp.exp(x - x.max(axis=axis, keepdims=True))
+    e /= e.sum(axis=axis, keepdims=True)
+    return e
+
+
+def softmax_backward(p: Any, dp: Any, axis: int = -1) -> Any:
+    """Gradient through p = softmax(s): p * (dp - <dp, p>)."""
+    return p * (dp - (dp * p).sum(axis=axis, keepdims=True))
+
+
+def cross_entropy(logits: Any, targets: Any, ignore: int = -1) -> tuple[Any, Any]:
+    """Mean token cross-entropy and its gradient w.r.t. logits, in one pass.
+
+    Targets equal to ``ignore`` contribute nothing (padding, unlabelled MQAR positions).
+    Returns (loss as a 0-d device array, dlogits). The loss is summed in float64 on purpose.
+    """
+    xp = backend.xp
+    flat = logits.reshape(-1, logits.shape[-1])
+    t = targets.reshape(-1)
+    valid = t != ignore
+    count = max(int(valid.sum()), 1)
+    shifted = flat - flat.max(axis=-1, keepdims=True)
+    e = xp.exp(shifted)
+    total = e.sum(axis=-1, keepdims=True)
+    safe_t = xp.where(valid, t, 0)
+    picked = shifted[xp.arange(t.shape[0]), safe_t]
+    losses = (xp.log(total[:, 0]) - picked) * valid
+    loss = losses.sum(dtype=xp.float64) / count
+    grad = e / total
+    grad[xp.arange(t.shape[0]), safe_t] -= 1.0
+    grad *= (valid / count).astype(grad.dtype)[:, None]
+    return loss, grad.reshape(logits.shape)
+
+
+def log_softmax(logits: Any) -> Any:
+    xp = backend.xp
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - xp.log(xp.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+__all__ = ["Linear", "Embedding", "LayerNorm", "RMSNorm", "Dropout", "gelu", "gelu_backward", "silu",
+           "silu_backward", "sigmoid", "softmax", "softmax_backward", "cross_entropy", "log_softmax",
+           "param", "normal", "Setting"]

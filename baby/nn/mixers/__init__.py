@@ -1,0 +1,1 @@
+"""Attention-free sequence mixers (dynamic conv, induction); importing a module registers it."""

@@ -1,0 +1,2 @@
+"""Feed-forward variants; importing a variant module registers it."""
+from baby.nn.network import mlp  # noqa: F401
