@@ -28,14 +28,17 @@ UTF8 = ("utf-8", "surrogatepass")  # lone surrogates (from surrogateescape reads
 
 # GPT-2's pre-split pattern in Python `re` terms. Python has no \p{L}: letters are "word characters
 # that are neither digits nor underscore" ([^\W\d_]); the underscore goes with punctuation as in GPT-2.
-# Every character matches some branch, so the chunks always join back to the text.
+# Every character matches some branch, so the chunks always join back to the text. Runs are cut
+# after LONGEST characters so that one giant "word" (a long CJK sentence, a base64 blob, a minified
+# file) cannot make training and encoding slow: their cost grows with the square of a chunk's length.
+LONGEST = 128
 PATTERN = (
     r"'(?i:[sdmt]|ll|ve|re)"  # English contractions: 's 't 're 've 'm 'll 'd (any case)
-    r"| ?[^\W\d_]+"  # a word, with its leading space
-    r"| ?\d+"  # a number, with its leading space
-    r"| ?(?:[^\s\w]|_)+"  # a run of punctuation / symbols, with its leading space
-    r"|\s+(?!\S)"  # whitespace, leaving the last space to the next word
-    r"|\s+"  # trailing whitespace
+    rf"| ?[^\W\d_]{{1,{LONGEST}}}"  # a word, with its leading space
+    rf"| ?\d{{1,{LONGEST}}}"  # a number, with its leading space
+    rf"| ?(?:[^\s\w]|_){{1,{LONGEST}}}"  # a run of punctuation / symbols, with its leading space
+    rf"|\s{{1,{LONGEST}}}(?!\S)"  # whitespace, leaving the last space to the next word
+    rf"|\s{{1,{LONGEST}}}"  # trailing whitespace
 )
 BLOCK = 1 << 20  # characters pre-split at a time (bounds memory on large texts)
 CACHE_LIMIT = 1 << 18  # chunks remembered by encode()
@@ -44,8 +47,8 @@ CACHE_LIMIT = 1 << 18  # chunks remembered by encode()
 def split_blocks(text: str, size: int = BLOCK) -> Iterator[str]:
     """Consecutive slices of ``text`` of about ``size`` characters that pre-split exactly as the whole.
 
-    A slice ends just before a newline that follows a non-space character: no chunk can contain
-    both, so a chunk boundary is there whatever the pattern's branches are.
+    A slice ends just before a newline that follows a non-space character: no chunk of PATTERN
+    contains both (only whitespace chunks hold a newline), so a chunk boundary is always there.
     """
     start = 0
     while len(text) - start > size:
@@ -132,7 +135,7 @@ def learn_merges(words: list[list[int]], freqs: list[int], n_merges: int) -> lis
         del count[pair]  # every occurrence was merged
         delta.pop(pair, None)
         for p, d in delta.items():
-            if d == 0:  # pairs next to the merge in both versions of a word
+            if d == 0:  # a pair the words have both before and after the merge
                 continue
             c = count.get(p, 0) + d
             if c > 0:
@@ -171,7 +174,7 @@ class BPETokenizer(Tokenizer):
 
     @classmethod
     def train(cls, text: str, n_vocab: int = 8000, **_: Any) -> "BPETokenizer":
-        """Learn ``n_vocab - 260`` merges from ``text`` (fewer if the text runs out of repeated pairs)."""
+        """Learn ``n_vocab - 260`` merges from ``text`` (fewer if no pair repeats any more)."""
         if n_vocab < FIRST_MERGE:
             raise ValueError(f"n_vocab={n_vocab}: a bpe tokenizer needs n_vocab >= {FIRST_MERGE}")
         chunks = count_chunks(text, re.compile(PATTERN))
@@ -209,7 +212,8 @@ class BPETokenizer(Tokenizer):
         """Text of ``ids``; bytes that do not form valid UTF-8 (e.g. a cut-off sample) become U+FFFD."""
         vocab, unknown = self.vocab, self.vocab[self.unk_id]
         n = len(vocab)
-        data = b"".join(vocab[i] if 0 <= i < n else unknown for i in numpy.asarray(ids).reshape(-1).tolist())
+        flat = numpy.asarray(ids).reshape(-1).tolist()
+        data = b"".join(vocab[i] if 0 <= i < n else unknown for i in flat)
         return data.decode("utf-8", errors="replace")
 
     def extend(self, text: str) -> int:

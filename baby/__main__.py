@@ -1,0 +1,112 @@
+"""Command line: python -m baby {train,finetune,inference,delete,info,bench} ...
+
+Errors a user can fix (bad settings, GUIDs, files, devices) print one line and exit with status 2;
+anything else is a bug and keeps its traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from typing import Any
+
+from baby import plans
+from baby.backend import BackendError
+from baby.config import ConfigError, parse_override
+from baby.corpus import CorpusError
+from baby.runs import RunError
+
+USER_ERRORS = (ConfigError, RunError, CorpusError, BackendError)
+BENCHES = ("train", "variants", "mqar", "scaling")
+
+
+def overrides(pairs: list[str] | None) -> dict[str, Any]:
+    return dict(parse_override(p) for p in pairs or [])
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="python -m baby", description="The Little Baby: tiny GPTs in NumPy/CuPy")
+    sub = top.add_subparsers(dest="plan", required=True)
+
+    def add(name: str, help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.add_argument("--root", default=".", help="folder holding configs/ models/ tokenizers/ outputs/")
+        return p
+
+    p = add("train", "train a new model (or --resume an interrupted run)")
+    p.add_argument("--config", help="settings JSON, e.g. configs/cpu.json")
+    p.add_argument("--input", nargs="+", help=f"text files, directories or .gz files (default {plans.DEFAULT_INPUT})")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting (repeatable)")
+    p.add_argument("--resume", metavar="GUID", help="continue this run from its last checkpoint")
+
+    p = add("finetune", "train a run further on new text (writes _finetuned files)")
+    p.add_argument("--guid", required=True)
+    p.add_argument("--input", nargs="+", required=True)
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting (e.g. r_learn)")
+
+    p = add("inference", "generate text from a run")
+    p.add_argument("--guid", required=True)
+    p.add_argument("--prompt", default="")
+    p.add_argument("--max-tokens", type=int, default=200)
+    p.add_argument("--temperature", type=float, default=0.8, help="0 is greedy")
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--no-cache", action="store_true", help="recompute the whole window for every token")
+    p.add_argument("--finetuned", action="store_true", help="use the _finetuned model")
+    p.add_argument("--checkpoint", default="", help="a learning-curve checkpoint, e.g. 1M")
+
+    p = add("delete", "remove every file of a run")
+    p.add_argument("--guid", required=True)
+
+    p = add("info", "describe a run")
+    p.add_argument("--guid", required=True)
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("bench", help=f"benchmarks ({', '.join(BENCHES)}); see python -m baby bench NAME --help")
+    p.add_argument("name", choices=BENCHES)
+    p.add_argument("args", nargs=argparse.REMAINDER)
+    return top
+
+
+def run(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    if args.plan == "bench":
+        module = importlib.import_module(f"baby.bench.{args.name}")
+        return int(module.main(args.args) or 0)
+    if args.plan == "train":
+        if args.resume:
+            if args.config or args.set:
+                raise ConfigError("--resume continues with the run's own settings: drop --config/--set")
+            plans.resume(args.resume, root=args.root)
+        else:
+            if not args.config:
+                raise ConfigError("train needs --config (e.g. configs/cpu.json) or --resume GUID")
+            plans.train(args.config, args.input, root=args.root, overrides=overrides(args.set))
+    elif args.plan == "finetune":
+        plans.finetune(args.guid, args.input, root=args.root, overrides=overrides(args.set))
+    elif args.plan == "inference":
+        plans.inference(args.guid, args.prompt, args.max_tokens, args.temperature, args.top_k, args.top_p,
+                        args.seed, not args.no_cache, root=args.root, finetuned=args.finetuned,
+                        checkpoint=args.checkpoint)
+    elif args.plan == "delete":
+        plans.delete(args.guid, root=args.root)
+    elif args.plan == "info":
+        data = plans.info(args.guid, root=args.root)
+        print(json.dumps(data, indent=1) if args.json else plans.format_info(data))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        return run(sys.argv[1:] if argv is None else argv)
+    except USER_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, BrokenPipeError):
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

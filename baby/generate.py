@@ -1,0 +1,104 @@
+"""Sampling from a trained model, with incremental decoding (KV cache / recurrent state).
+
+With the cache, each new token costs one position's forward. A window never holds more than n_ctx
+positions: when it is full, the state is dropped and the last n_ctx tokens are run again (a
+"re-prefill"), which is exactly what an uncached model sees at that point - positions never wrap
+around, so cached and uncached generation agree token for token, also past n_ctx.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy
+
+from baby import backend
+from baby.nn.model import GPT
+
+
+@dataclass
+class Generation:
+    tokens: list[int]
+    prompt_tokens: int
+    seconds: float
+    used_cache: bool
+    prefills: int = 0
+    notices: list[str] = field(default_factory=list)
+
+    @property
+    def tokens_per_second(self) -> float:
+        return len(self.tokens) / self.seconds if self.seconds > 0 else 0.0
+
+
+def filter_logits(logits: numpy.ndarray, temperature: float, top_k: int, top_p: float) -> numpy.ndarray:
+    """Probabilities (float64, host) after temperature, top-k and nucleus (top-p) filtering."""
+    z = logits.astype(numpy.float64) / max(temperature, 1e-8)
+    if 0 < top_k < z.size:
+        kth = numpy.partition(z, -top_k)[-top_k]
+        z = numpy.where(z < kth, -numpy.inf, z)
+    p = numpy.exp(z - z.max())
+    p /= p.sum()
+    if top_p < 1.0:
+        order = numpy.argsort(-p, kind="stable")
+        cumulative = numpy.cumsum(p[order])
+        keep = cumulative - p[order] < top_p  # the smallest set whose mass reaches top_p
+        mask = numpy.zeros_like(p, dtype=bool)
+        mask[order[keep]] = True
+        p = numpy.where(mask, p, 0.0)
+        p /= p.sum()
+    return p
+
+
+def pick(logits: numpy.ndarray, temperature: float, top_k: int, top_p: float, rng: numpy.random.Generator) -> int:
+    if temperature <= 0:
+        return int(numpy.argmax(logits))
+    p = filter_logits(logits, temperature, top_k, top_p)
+    return int(rng.choice(p.size, p=p))
+
+
+def generate(model: GPT, prompt: list[int] | numpy.ndarray, max_tokens: int, temperature: float = 1.0,
+             top_k: int = 0, top_p: float = 1.0, seed: int = 0, use_cache: bool = True,
+             banned: tuple[int, ...] = (), stop: tuple[int, ...] = ()) -> Generation:
+    """Continue ``prompt`` (token ids) by up to ``max_tokens`` tokens. ``banned`` ids (unk, pad) are
+    never sampled; sampling a ``stop`` id (eos) ends the generation, and it is kept as the last token.
+    A prompt longer than n_ctx is cut to its last n_ctx tokens, with a notice."""
+    n_ctx = model.cfg.n_ctx
+    ids = [int(i) for i in prompt]
+    notices = []
+    if len(ids) > n_ctx:
+        notices.append(f"prompt of {len(ids)} tokens cut to its last n_ctx={n_ctx} tokens")
+        ids = ids[-n_ctx:]
+    if not ids:
+        raise ValueError("generation needs at least one prompt token (use BOS for an empty prompt)")
+    rng = numpy.random.default_rng(seed)
+    was_training = model.training
+    model.eval()
+    prompt_len, prefills, state, filled = len(ids), 0, None, 0
+    start = time.perf_counter()
+    try:
+        for _ in range(max_tokens):
+            if not use_cache:
+                window = ids[-n_ctx:]
+                logits = model.forward(backend.asarray(numpy.array([window])))
+            elif state is None or filled == n_ctx:
+                window = ids[-n_ctx:]
+                state, filled = {}, len(window)
+                prefills += 1
+                batch = backend.asarray(numpy.array([window]))
+                logits = model.forward(batch, model.context(batch, start=0, state=state))
+            else:
+                batch = backend.asarray(numpy.array([[ids[-1]]]))
+                logits = model.forward(batch, model.context(batch, start=filled, state=state))
+                filled += 1
+            last = backend.to_host(logits[0, -1]).astype(numpy.float64)
+            if banned:
+                last[list(banned)] = -numpy.inf
+            ids.append(pick(last, temperature, top_k, top_p, rng))
+            if ids[-1] in stop:
+                break
+    finally:
+        model.train(was_training)
+    backend.sync()
+    seconds = time.perf_counter() - start
+    return Generation(ids[prompt_len:], prompt_len, seconds, use_cache, prefills, notices)
