@@ -6,6 +6,7 @@ variant that uses them (``register(..., settings=...)``) and collected here from
 """
 from __future__ import annotations
 
+import difflib
 import json
 from pathlib import Path
 from typing import Any
@@ -152,8 +153,8 @@ class Config:
         merged = {key: s.default for key, s in settings.items()}
         for key, value in (values or {}).items():
             if key not in settings:
-                close = [k for k in settings if k.split("_", 1)[-1] == key.split("_", 1)[-1]]
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                close = difflib.get_close_matches(str(key), settings, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else " (the README's settings table lists them all)"
                 raise ConfigError(f"{source}: unknown setting {key!r}{hint}")
             s = settings[key]
             try:
@@ -178,6 +179,11 @@ class Config:
                                   f"allowed {', '.join(core.names('mixer'))} joined by '+'")
         if v["c_network"] and v["c_network"] not in core.names("network"):
             raise ConfigError(f"c_network={v['c_network']!r}: allowed {', '.join(core.names('network'))}")
+        chosen = [("mixer", m) for m in self.mixers] + ([("network", v["c_network"])] if v["c_network"] else [])
+        for kind, name in chosen:  # relations a variant's settings must satisfy (n_top <= n_experts ...)
+            check = getattr(core.lookup(kind, name).cls, "check_config", None)
+            if check is not None:
+                check(self)
         if v["c_tokenizer"] == "bpe" and v["n_vocab"] < 260:
             raise ConfigError(f"n_vocab={v['n_vocab']}: a bpe tokenizer needs n_vocab >= 260 (256 bytes + specials)")
         parse_warmup(v["s_warmup"], 1000)

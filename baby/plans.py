@@ -91,12 +91,15 @@ class Run:
         self.cfg = Config(self.record.get("settings", {}), source=str(store.path("config", guid, suffix)))
         self.tokenizer = tokenizer_from_dict(store.read("tokenizer", guid, suffix))
 
-    def model(self, checkpoint: str = "") -> GPT:
-        select_backend(self.cfg)
+    def model(self, checkpoint: str = "", cfg: Config | None = None) -> GPT:
+        """The saved weights in a model built from ``cfg`` (default: the run's own settings; finetune
+        passes its overrides, e.g. c_freeze_base)."""
+        cfg = cfg or self.cfg
+        select_backend(cfg)
         suffix = f"_chck_{checkpoint}" if checkpoint else self.suffix
         path = self.store.path("model", self.guid, suffix)
         data = self.store.read("model", self.guid, suffix)
-        model = GPT(self.cfg, int(data.get("n_vocab", self.tokenizer.n_vocab)))
+        model = GPT(cfg, int(data.get("n_vocab", self.tokenizer.n_vocab)))
         load_weights(model, data, str(path))
         return model
 
@@ -199,12 +202,19 @@ def finetune(guid: str, inputs: list[str], root: str | Path = ".", overrides: di
     run = Run(store, guid)
     cfg = run.cfg.replace(**overrides) if overrides else run.cfg
     docs = read_documents(inputs)
-    model = run.model()
+    model = run.model(cfg=cfg)
     tokenizer = run.tokenizer
     added = tokenizer.extend("\n".join(docs))
     if added:
         model.grow_vocab(tokenizer.n_vocab, seed=cfg.seed + 1)
         log(f"vocabulary grew by {added} to {tokenizer.n_vocab}")
+    if getattr(cfg, "c_freeze_base", False):  # LoRA finetuning: only the low-rank matrices train
+        for name, p in model.named_parameters():
+            p.frozen = "lora_" not in name
+        trainable = sum(p.data.size for p in model.parameters() if not p.frozen)
+        if not trainable:
+            raise ConfigError("c_freeze_base=true leaves nothing to train: the model has no lor network")
+        log(f"frozen base: {trainable:,} of {model.n_params():,} parameters train")
     tokens, unknown = encode_documents(tokenizer, docs)
     train_tokens, val_tokens = split_stream(tokens, cfg.r_split, cfg.n_ctx)
     record = {"guid": guid, "settings": cfg.to_dict(), "runtime": {

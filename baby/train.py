@@ -68,10 +68,10 @@ class Trainer:
             ctx = model.context(x, rng=backend.rng(cfg.seed, 1, self.step, micro))
             logits = model.forward(x, ctx)
             loss, dlogits = cross_entropy(logits, y)
-            if cfg.n_accumulate > 1:
-                dlogits *= 1.0 / cfg.n_accumulate
             model.backward(dlogits)
             total += float(loss) + model.extra_loss()
+        if cfg.n_accumulate > 1:  # the mean over micro-batches, auxiliary-loss gradients included
+            self.opt.flat_grad *= 1.0 / cfg.n_accumulate
         self.opt.clip(cfg.r_clip)
         self.opt.step(self.lr())
         self.step += 1

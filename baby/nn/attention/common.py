@@ -1,6 +1,11 @@
 """Pieces shared by every attention variant: head split/merge, masks, causal softmax attention and its
-backward, rotary positions, the KV cache, and ``HeadAttention``, the quadratic-attention module that
-mha/gqa/moh/swh specialise by overriding a hook or two.
+backward, rotary positions, the KV cache, and two base modules:
+
+- ``HeadAttention``: quadratic softmax attention. mha uses it as it is; gqa overrides ``kv_heads``,
+  moh and swh override ``mix_heads``/``mix_heads_backward``, rfa overrides ``attend_heads``/
+  ``attend_heads_backward`` (a sliding window instead of the whole causal prefix).
+- ``PrefixMeanMixer``: O(T) attention without queries, y_t = sum_{j<=t} w_j v_j / sum_{j<=t} w_j per
+  channel. aft and gla differ only in how the non-negative weights w come from the keys.
 """
 from __future__ import annotations
 
@@ -31,7 +36,7 @@ def merge_heads(y: Any) -> Any:
 
 # ---- masks ------------------------------------------------------------------------------------------
 
-_MASKS: dict[tuple[int, int, Any, str], Any] = {}
+_MASKS: dict[tuple[Any, ...], Any] = {}
 
 
 def blocked_value(dtype: Any) -> float:
@@ -39,21 +44,41 @@ def blocked_value(dtype: Any) -> float:
     return float(numpy.finfo(dtype).min) / 4
 
 
-def causal_bias(n_queries: int, n_keys: int, ctx: Context | None = None) -> Any:
-    """Additive (.., Tq, Tk) bias: 0 where query i may see key j, very negative elsewhere. Queries are
-    the last Tq of the Tk positions (a KV cache holds the earlier ones). Padding keys are blocked."""
-    key = (n_queries, n_keys, numpy.dtype(backend.dtype).str, backend.xp.__name__)
+def cached_mask(name: str, shape: tuple[int, ...], build: Any) -> Any:
+    """A constant additive mask built once per (name, shape, dtype, library): ``build()`` returns a
+    boolean array, True where a query may see a key."""
+    key = (name, shape, numpy.dtype(backend.dtype).str, backend.xp.__name__)
     bias = _MASKS.get(key)
     if bias is None:
+        bias = backend.xp.where(build(), 0.0, blocked_value(backend.dtype)).astype(backend.dtype)
+        _MASKS[key] = bias
+    return bias
+
+
+def padding_bias(valid: Any, rank: int) -> Any:
+    """Additive bias blocking padding keys: (B, Tk) bool -> (B, 1, ..., 1, Tk) of ``rank`` axes."""
+    shape = (valid.shape[0],) + (1,) * (rank - 2) + (valid.shape[1],)
+    return ((~valid).reshape(shape) * blocked_value(backend.dtype)).astype(backend.dtype)
+
+
+def training_valid(ctx: Context) -> Any:
+    """The (B, T) padding mask of a full forward, or None. While decoding there is none: prompts are
+    not padded then (the KV cache and recurrent states would have to remember it)."""
+    return None if ctx.decoding else ctx.valid
+
+
+def causal_bias(n_queries: int, n_keys: int, ctx: Context | None = None, rank: int = 4) -> Any:
+    """Additive (.., Tq, Tk) bias: 0 where query i may see key j, very negative elsewhere. Queries are
+    the last Tq of the Tk positions (a KV cache holds the earlier ones). Padding keys are blocked;
+    ``rank`` is the number of axes of the scores the bias is added to."""
+    def visible() -> Any:
         xp = backend.xp
         i = xp.arange(n_queries)[:, None] + (n_keys - n_queries)
-        j = xp.arange(n_keys)[None, :]
-        bias = xp.where(j > i, blocked_value(backend.dtype), 0.0).astype(backend.dtype)
-        _MASKS[key] = bias
-    if ctx is not None and ctx.valid is not None and not ctx.decoding:
-        pad = (~ctx.valid)[:, None, None, :] * blocked_value(backend.dtype)
-        return bias + pad.astype(backend.dtype)
-    return bias
+        return xp.arange(n_keys)[None, :] <= i
+
+    bias = cached_mask("causal", (n_queries, n_keys), visible)
+    valid = training_valid(ctx) if ctx is not None else None
+    return bias if valid is None else bias + padding_bias(valid, rank)
 
 
 # ---- attention core ---------------------------------------------------------------------------------
@@ -68,8 +93,16 @@ def softmax_rows_(s: Any) -> Any:
     return s
 
 
+def softmax_rows_backward_(dp: Any, p: Any) -> Any:
+    """In place: dp -> ds for p = softmax(s) over the last axis."""
+    dp -= (dp * p).sum(axis=-1, keepdims=True)
+    dp *= p
+    return dp
+
+
 def attend(q: Any, k: Any, v: Any, bias: Any, scale: float) -> tuple[Any, Any]:
-    """softmax(q k^T * scale + bias) v for (B, H, Tq, D) queries; returns (output, probabilities)."""
+    """softmax(q k^T * scale + bias) v for (..., Tq, D) queries; returns (output, probabilities).
+    Leading axes broadcast, so (B, K, G, T, D) queries can share (B, K, 1, T, D) keys (gqa)."""
     s = q @ k.swapaxes(-1, -2)
     s *= scale
     s += bias
@@ -78,11 +111,10 @@ def attend(q: Any, k: Any, v: Any, bias: Any, scale: float) -> tuple[Any, Any]:
 
 
 def attend_backward(dy: Any, q: Any, k: Any, v: Any, p: Any, scale: float) -> tuple[Any, Any, Any]:
-    """Gradients of ``attend`` w.r.t. q, k, v (the probabilities are not kept afterwards)."""
+    """Gradients of ``attend`` w.r.t. q, k, v, shaped like the broadcast product (a caller that
+    broadcast keys over an axis sums their gradients over it)."""
     dv = p.swapaxes(-1, -2) @ dy
-    ds = dy @ v.swapaxes(-1, -2)
-    ds -= (ds * p).sum(axis=-1, keepdims=True)
-    ds *= p
+    ds = softmax_rows_backward_(dy @ v.swapaxes(-1, -2), p)
     ds *= scale
     return ds @ k, ds.swapaxes(-1, -2) @ q, dv
 
@@ -135,7 +167,9 @@ def cache_append(state: dict[str, Any], k: Any, v: Any, capacity: int) -> tuple[
 
 class HeadAttention(Module):
     """Causal multi-head softmax attention with a fused QKV projection, optional rotary positions and a
-    KV cache. Variants override ``kv_heads`` (gqa) or ``mix_heads``/``mix_heads_backward`` (moh, swh)."""
+    KV cache. Hooks: ``kv_heads`` (gqa: fewer K/V heads), ``mix_heads``/``mix_heads_backward`` (moh,
+    swh: combine head outputs before the output projection), ``attend_heads``/
+    ``attend_heads_backward`` (rfa: which keys each query sees)."""
 
     def __init__(self, cfg: Any, rng: numpy.random.Generator) -> None:
         self.n_heads = cfg.n_heads
@@ -149,6 +183,7 @@ class HeadAttention(Module):
         self.proj = Linear(rng, cfg.head_width, cfg.n_emb, bias=cfg.c_bias,
                            std=0.02 / math.sqrt(2 * max(cfg.n_layers, 1)))
         self.cache: Any = None
+        self.attn_cache: Any = None
 
     def kv_heads(self, cfg: Any) -> int:
         return cfg.n_heads
@@ -161,6 +196,28 @@ class HeadAttention(Module):
         """Returns (gradient w.r.t. head outputs, extra gradient w.r.t. the block input or None)."""
         return dy, None
 
+    # hooks: attention of (B, H, T, D) queries over (B, K, T, D) keys/values, cache included
+    def attend_heads(self, q: Any, k: Any, v: Any, ctx: Context) -> Any:
+        """Every query sees every earlier key (and itself). While decoding the keys/values of earlier
+        calls come from the KV cache. Query heads are grouped by the K/V head they share, so gqa's
+        keys are broadcast, never copied."""
+        if ctx.decoding:
+            k, v = cache_append(ctx.module_state(self), k, v, self.n_ctx)
+        b, h, t, d = q.shape
+        q = q.reshape(b, self.n_kv, h // self.n_kv, t, d)
+        k, v = k[:, :, None], v[:, :, None]
+        y, p = attend(q, k, v, causal_bias(t, k.shape[3], ctx, rank=5), self.scale)
+        if not ctx.decoding:
+            self.attn_cache = q, k, v, p
+        return y.reshape(b, h, t, d)
+
+    def attend_heads_backward(self, dy: Any) -> tuple[Any, Any, Any]:
+        q, k, v, p = self.attn_cache
+        self.attn_cache = None
+        b, kv, g, t, d = q.shape
+        dq, dk, dv = attend_backward(dy.reshape(q.shape), q, k, v, p, self.scale)
+        return dq.reshape(b, kv * g, t, d), dk.sum(axis=2), dv.sum(axis=2)
+
     def forward(self, x: Any, ctx: Context) -> Any:
         b, t, _ = x.shape
         h, kv, d = self.n_heads, self.n_kv, self.head_dim
@@ -172,36 +229,17 @@ class HeadAttention(Module):
         if self.rotary:
             rot = rope_tables(ctx.positions, d)
             q, k = rope(q, *rot), rope(k, *rot)
-        if ctx.decoding:
-            k, v = cache_append(ctx.module_state(self), k, v, self.n_ctx)
-        k_full, v_full = self.expand_kv(k), self.expand_kv(v)
-        y, p = attend(q, k_full, v_full, causal_bias(t, k.shape[2], ctx), self.scale)
-        y = self.mix_heads(x, y, ctx)
+        y = self.mix_heads(x, self.attend_heads(q, k, v, ctx), ctx)
         if not ctx.decoding:
-            self.cache = (q, k_full, v_full, p, rot, qkv.shape)
+            self.cache = rot, qkv.shape
         return self.proj(merge_heads(y))
 
-    def expand_kv(self, k: Any) -> Any:
-        """Repeat each of K key/value heads for its H/K query heads (no-op when K == H)."""
-        reps = self.n_heads // self.n_kv
-        return k if reps == 1 else backend.xp.repeat(k, reps, axis=1)
-
-    def reduce_kv(self, dk: Any) -> Any:
-        """Backward of expand_kv: sum the gradients of each group."""
-        reps = self.n_heads // self.n_kv
-        if reps == 1:
-            return dk
-        b, _, t, d = dk.shape
-        return dk.reshape(b, self.n_kv, reps, t, d).sum(axis=2)
-
     def backward(self, dout: Any) -> Any:
-        q, k, v, p, rot, shape = self.cache
+        rot, shape = self.cache
         self.cache = None
         h, kv = self.n_heads, self.n_kv
-        dy = split_heads(self.proj.backward(dout), h)
-        dy, dx_extra = self.mix_heads_backward(dy)
-        dq, dk, dv = attend_backward(dy, q, k, v, p, self.scale)
-        dk, dv = self.reduce_kv(dk), self.reduce_kv(dv)
+        dy, dx_extra = self.mix_heads_backward(split_heads(self.proj.backward(dout), h))
+        dq, dk, dv = self.attend_heads_backward(dy)
         if rot is not None:
             dq, dk = rope(dq, *rot, inverse=True), rope(dk, *rot, inverse=True)
         dqkv = backend.xp.empty(shape, dtype=dq.dtype)
@@ -213,10 +251,98 @@ class HeadAttention(Module):
             dx += dx_extra
         return dx
 
+    def mixing_flops(self, n_ctx: int) -> float:
+        """QK^T and PV: 2 matmuls x 2 FLOPs x n_ctx keys x head width, per token."""
+        return 4.0 * n_ctx * self.n_heads * self.head_dim
 
-def _attention_flops(self: HeadAttention, n_ctx: int) -> float:
-    # QK^T and PV: 2 matmuls x 2 FLOPs x n_ctx keys x head width, per token.
-    return 4.0 * n_ctx * self.n_heads * self.head_dim
+
+# ---- the prefix-mean (linear, query-free) module ------------------------------------------------------
 
 
-HeadAttention.mixing_flops = _attention_flops
+def suffix_sum(x: Any, axis: int = 1) -> Any:
+    """s[t] = sum over t' >= t: the backward of a prefix sum (cumsum)."""
+    xp = backend.xp
+    return xp.flip(xp.cumsum(xp.flip(x, axis=axis), axis=axis), axis=axis)
+
+
+def prefix_mean(w: Any, v: Any, eps: float, state: dict[str, Any] | None) -> tuple[Any, Any]:
+    """y_t = sum_{j<=t} w_j v_j / (eps + sum_{j<=t} w_j), per channel, for (B, T, C) w >= 0 and v.
+
+    The sums are accumulated in at least float32 (fp16 would overflow and lose the small terms).
+    With ``state`` (decoding) the running sums of earlier calls are added and the new totals kept:
+    two (B, C) arrays, whatever the length so far. Returns (y, the safe denominator for backward);
+    where nothing has any weight yet (only padding so far, eps = 0) y is 0."""
+    xp = backend.xp
+    acc = numpy.promote_types(w.dtype, numpy.float32)
+    num = xp.cumsum(w * v, axis=1, dtype=acc)
+    den = xp.cumsum(w, axis=1, dtype=acc)
+    if state is not None:
+        if "num" in state:
+            num += state["num"][:, None]
+            den += state["den"][:, None]
+        state["num"], state["den"] = num[:, -1], den[:, -1]
+    den = den + eps if eps else xp.where(den > 0, den, 1.0)
+    return (num / den).astype(w.dtype), den
+
+
+def prefix_mean_backward(dy: Any, w: Any, v: Any, y: Any, den: Any) -> tuple[Any, Any]:
+    """Gradients of ``prefix_mean`` w.r.t. w and v. With num_t, den_t the prefix sums:
+    dnum_t = dy_t / den_t, dden_t = -dy_t y_t / den_t; a prefix sum's backward is a suffix sum, so
+    dv_j = w_j R_j and dw_j = v_j R_j + Q_j with R, Q the suffix sums of dnum and dden."""
+    dnum = dy / den
+    r = suffix_sum(dnum)
+    q = suffix_sum(-dnum * y)
+    return (v * r + q).astype(w.dtype), (w * r).astype(w.dtype)
+
+
+class PrefixMeanMixer(Module):
+    """Query-free linear attention: K and V projections (one fused matmul), per-channel non-negative
+    weights w = f(k) from a subclass, y_t = sum_{j<=t} w_j v_j / sum_{j<=t} w_j, output projection.
+    O(T) in training (prefix sums), a fixed-size state while decoding. Padding tokens (ctx.valid) get
+    a zero key and a zero weight, so they change nothing."""
+
+    eps: float = 0.0  # weight of an always-present zero value in the mean (see gla)
+
+    def __init__(self, cfg: Any, rng: numpy.random.Generator) -> None:
+        self.width = cfg.head_width
+        self.kv = Linear(rng, cfg.n_emb, 2 * self.width, bias=cfg.c_bias)
+        self.proj = Linear(rng, self.width, cfg.n_emb, bias=cfg.c_bias,
+                           std=0.02 / math.sqrt(2 * max(cfg.n_layers, 1)))
+        self.cache: Any = None
+
+    # hooks: per-channel weights from the keys (B, T, C) -> (B, T, C), >= 0, and their backward
+    def key_weights(self, k: Any, ctx: Context) -> Any:
+        raise NotImplementedError
+
+    def key_weights_backward(self, dw: Any) -> Any:
+        raise NotImplementedError
+
+    def forward(self, x: Any, ctx: Context) -> Any:
+        kv = self.kv(x)
+        k, v = kv[..., :self.width], kv[..., self.width:]
+        valid = training_valid(ctx)
+        keep = None if valid is None else valid[..., None].astype(kv.dtype)
+        if keep is not None:
+            k = k * keep
+        w = self.key_weights(k, ctx)
+        if keep is not None:
+            w = w * keep
+        y, den = prefix_mean(w, v, self.eps, ctx.module_state(self) if ctx.decoding else None)
+        if not ctx.decoding:
+            self.cache = w, v, y, den, keep
+        return self.proj(y)
+
+    def backward(self, dout: Any) -> Any:
+        w, v, y, den, keep = self.cache
+        self.cache = None
+        dw, dv = prefix_mean_backward(self.proj.backward(dout), w, v, y, den)
+        if keep is not None:
+            dw *= keep
+        dk = self.key_weights_backward(dw)
+        if keep is not None:
+            dk *= keep
+        return self.kv.backward(backend.xp.concatenate([dk, dv], axis=-1))
+
+    def mixing_flops(self, n_ctx: int) -> float:
+        """w*v, two prefix sums and a division per channel, and the weight function (~2)."""
+        return 6.0 * self.width

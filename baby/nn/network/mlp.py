@@ -1,7 +1,6 @@
 """mlp: expand to r_hidden x n_emb, GELU, project back (GPT-2's feed-forward)."""
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy
@@ -9,20 +8,25 @@ import numpy
 from baby.nn.context import Context
 from baby.nn.core import Module, register
 from baby.nn.layers import Linear, gelu, gelu_backward
+from baby.nn.network.common import residual_std
 
 
 @register("network", "mlp")
 class MLP(Module):
     def __init__(self, cfg: Any, rng: numpy.random.Generator) -> None:
-        self.up = Linear(rng, cfg.n_emb, cfg.hidden, bias=cfg.c_bias)
-        self.down = Linear(rng, cfg.hidden, cfg.n_emb, bias=cfg.c_bias,
-                           std=0.02 / math.sqrt(2 * max(cfg.n_layers, 1)))
+        self.up = self.projection(cfg, rng, cfg.n_emb, cfg.hidden, 0.02)
+        self.down = self.projection(cfg, rng, cfg.hidden, cfg.n_emb, residual_std(cfg))
         self.cache: Any = None
+
+    def projection(self, cfg: Any, rng: numpy.random.Generator, n_in: int, n_out: int, std: float) -> Module:
+        """The two projections; ``lor`` overrides this to add a low-rank update to each."""
+        return Linear(rng, n_in, n_out, bias=cfg.c_bias, std=std)
 
     def forward(self, x: Any, ctx: Context) -> Any:
         h = self.up(x)
         a, t = gelu(h)
-        self.cache = h, t
+        if not ctx.decoding:
+            self.cache = h, t
         return self.down(a)
 
     def backward(self, dy: Any) -> Any:

@@ -1,0 +1,51 @@
+"""moh: mixture of heads. Every head is computed; a softmax gate over heads, read from the block
+input, weighs their outputs before the output projection:
+
+    g_t = softmax((x_t W_g + b_g) / r_temp)         (one weight per head, summing to 1)
+    out_t = W_o concat_h(H * g_{t,h} * y_{t,h})
+
+The factor H makes a uniform gate (g = 1/H, where training starts) exactly mha, so the gate only has
+to learn deviations from it. O(T^2) like mha, plus an n_emb x n_heads gate.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy
+
+from baby.nn.attention.common import HeadAttention
+from baby.nn.context import Context
+from baby.nn.core import register
+from baby.nn.layers import Linear, softmax, softmax_backward
+
+
+def heads_first(g: Any) -> Any:
+    """(B, T, H) per-token head weights -> (B, H, T, 1), to scale (B, H, T, D) head outputs."""
+    return g.transpose(0, 2, 1)[..., None]
+
+
+def heads_last(s: Any) -> Any:
+    """(B, H, T, 1) -> (B, T, H): the inverse of heads_first."""
+    return s[..., 0].transpose(0, 2, 1)
+
+
+@register("mixer", "moh")
+class MixtureOfHeads(HeadAttention):
+    def __init__(self, cfg: Any, rng: numpy.random.Generator) -> None:
+        super().__init__(cfg, rng)
+        self.gate = Linear(rng, cfg.n_emb, cfg.n_heads, bias=cfg.c_bias)
+        self.temp = cfg.r_temp
+        self.gate_cache: Any = None
+
+    def mix_heads(self, x: Any, y: Any, ctx: Context) -> Any:
+        g = softmax(self.gate(x) / self.temp)
+        if not ctx.decoding:
+            self.gate_cache = y, g
+        return y * (self.n_heads * heads_first(g))
+
+    def mix_heads_backward(self, dy: Any) -> tuple[Any, Any]:
+        y, g = self.gate_cache
+        self.gate_cache = None
+        dg = self.n_heads * heads_last((dy * y).sum(axis=-1, keepdims=True))
+        dx = self.gate.backward(softmax_backward(g, dg) / self.temp)
+        return dy * (self.n_heads * heads_first(g)), dx

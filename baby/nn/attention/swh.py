@@ -1,0 +1,65 @@
+"""swh: switch-head. Every head is computed; per token a gate picks exactly one head (hard top-1) and
+only that head's output reaches the output projection:
+
+    z_t = (x_t W_g + b_g) / r_temp,   g_t = softmax(z_t),   c_t = argmax_h z_{t,h}
+    m_{t,h} = 1 if h == c_t else 0    (one-hot)
+    out_t = W_o concat_h(m_{t,h} * y_{t,h})  =  W_o[rows of head c_t] y_{t,c_t} + b_o
+
+The argmax has no derivative, so the gate is trained with a straight-through estimator:
+
+    forward uses m (hard); backward uses dL/dg_{t,h} := dL/dm_{t,h} = <dL/d(mixed)_{t,h}, y_{t,h}>
+
+that is, the gate's parameters (and, through the gate, the block input) receive exactly the gradient
+they would receive if the forward had mixed the heads softly, out_t = W_o concat_h(g_{t,h} y_{t,h}),
+evaluated at the hard forward's upstream gradient. Every other gradient (Q/K/V of the heads, the
+output projection, the input through the heads) is the exact derivative of the hard forward: a head
+that was not chosen at position t gets no gradient from t's output.
+
+Setting ``straight_through = False`` on an instance makes backward return the exact derivative of the
+hard forward, in which the gate gets no gradient at all (for finite-difference checks: the
+straight-through gradient is a surrogate, not a derivative, so differences cannot verify it).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy
+
+from baby import backend
+from baby.nn.attention.common import HeadAttention
+from baby.nn.attention.moh import heads_first, heads_last
+from baby.nn.context import Context
+from baby.nn.core import register
+from baby.nn.layers import Linear, softmax, softmax_backward
+
+
+@register("mixer", "swh")
+class SwitchHead(HeadAttention):
+    def __init__(self, cfg: Any, rng: numpy.random.Generator) -> None:
+        super().__init__(cfg, rng)
+        self.gate = Linear(rng, cfg.n_emb, cfg.n_heads, bias=cfg.c_bias)
+        self.temp = cfg.r_temp
+        self.straight_through = True
+        self.gate_cache: Any = None
+
+    def choose(self, x: Any) -> tuple[Any, Any]:
+        """(soft gate g, one-hot choice m), both (B, T, H)."""
+        xp = backend.xp
+        z = self.gate(x) / self.temp
+        chosen = z.argmax(axis=-1)
+        return softmax(z), (xp.arange(self.n_heads) == chosen[..., None]).astype(z.dtype)
+
+    def mix_heads(self, x: Any, y: Any, ctx: Context) -> Any:
+        g, m = self.choose(x)
+        if not ctx.decoding:
+            self.gate_cache = y, g, m
+        return y * heads_first(m)
+
+    def mix_heads_backward(self, dy: Any) -> tuple[Any, Any]:
+        y, g, m = self.gate_cache
+        self.gate_cache = None
+        dheads = dy * heads_first(m)
+        if not self.straight_through:
+            return dheads, None
+        dg = heads_last((dy * y).sum(axis=-1, keepdims=True))  # straight through: dL/dg := dL/dm
+        return dheads, self.gate.backward(softmax_backward(g, dg) / self.temp)

@@ -1,0 +1,81 @@
+"""Settings: defaults, type and range validation with messages naming the key, JSON round trip."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from baby.config import Config, ConfigError, parse_override, parse_warmup
+
+
+def test_defaults_validate_and_round_trip(tmp_path: Path) -> None:
+    cfg = Config()
+    assert cfg.c_attention == "mha" and cfg.head_width == cfg.n_emb
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(cfg.to_dict()))
+    assert Config.load(path).to_dict() == cfg.to_dict()
+
+
+def test_run_config_files_load_from_their_settings(tmp_path: Path) -> None:
+    path = tmp_path / "config_x.json"
+    path.write_text(json.dumps({"guid": "x", "settings": {"n_emb": 64}, "runtime": {"n_params": 1}}))
+    assert Config.load(path).n_emb == 64
+
+
+@pytest.mark.parametrize("values, words", [
+    ({"n_emb": "big"}, ["n_emb", "'big'", "int"]),
+    ({"n_emb": 0}, ["n_emb", "range"]),
+    ({"r_dropout": 1.5}, ["r_dropout", "range"]),
+    ({"c_device": "tpu"}, ["c_device", "cpu", "gpu"]),
+    ({"c_tokenizer": "sentencepiece"}, ["c_tokenizer", "char", "word", "bpe"]),
+    ({"c_shuffle": "yes"}, ["c_shuffle", "bool"]),
+    ({"n_layer": 3}, ["n_layer", "n_layers"]),
+    ({"n_heads": 5}, ["head_size", "n_heads"]),
+    ({"c_attention": "mha+nope"}, ["c_attention", "nope"]),
+    ({"c_network": "ffn"}, ["c_network", "mlp"]),
+    ({"s_warmup": "soon"}, ["s_warmup", "auto"]),
+    ({"s_warmup": -4}, ["s_warmup"]),
+    ({"r_learn_min": 0.5}, ["r_learn_min"]),
+    ({"d_type": "fp16"}, ["fp16", "GPU"]),
+    ({"c_tokenizer": "bpe", "n_vocab": 100}, ["n_vocab", "260"]),
+])
+def test_bad_values_name_the_key_and_what_is_allowed(values: dict, words: list[str]) -> None:
+    with pytest.raises(ConfigError) as err:
+        Config(values, source="configs/x.json")
+    message = str(err.value)
+    assert message.startswith("configs/x.json:")
+    for word in words:
+        assert word in message
+
+
+def test_bool_int_and_float_coercions_are_strict() -> None:
+    assert Config({"c_shuffle": 0}).c_shuffle is False
+    assert Config({"n_emb": 64.0}).n_emb == 64
+    assert Config({"r_learn": 1}).r_learn == 1.0
+    with pytest.raises(ConfigError):
+        Config({"n_emb": 64.5})
+    with pytest.raises(ConfigError):
+        Config({"n_emb": True})
+
+
+@pytest.mark.parametrize("value, total, steps", [
+    ("none", 1000, 0), ("auto", 1000, 50), ("auto", 10000, 100), (100, 1000, 100), ("250", 1000, 250),
+    (0.1, 1000, 100), ("0.25", 400, 100)])
+def test_warmup_forms(value: object, total: int, steps: int) -> None:
+    assert parse_warmup(value, total) == steps
+
+
+def test_cli_overrides_parse_json_values() -> None:
+    assert parse_override("n_emb=64") == ("n_emb", 64)
+    assert parse_override("c_attention=conv+induction") == ("c_attention", "conv+induction")
+    assert parse_override("c_shuffle=false") == ("c_shuffle", False)
+    with pytest.raises(ConfigError):
+        parse_override("n_emb")
+
+
+def test_config_is_immutable() -> None:
+    cfg = Config()
+    with pytest.raises(AttributeError):
+        cfg.n_emb = 3
+    assert cfg.replace(n_emb=64).n_emb == 64 and cfg.n_emb == 128

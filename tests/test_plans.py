@@ -1,0 +1,208 @@
+"""Every plan end to end on a tiny config in a temporary root, through the Python API and the CLI."""
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy
+import pytest
+
+from baby import plans
+from baby.runs import RunError, RunStore
+from baby.train import Interrupted
+from tests.conftest import ROOT
+
+TINY_RUN = {"n_ctx": 16, "n_emb": 16, "n_heads": 2, "n_layers": 1, "batch_size": 4, "n_steps": 12,
+            "n_eval_every": 4, "n_eval_batches": 2, "n_sample_tokens": 10, "r_dropout": 0.1, "seed": 5}
+
+
+def quiet(_: str) -> None:
+    pass
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    text = (ROOT / "inputs" / "shakespeare.txt").read_text(encoding="utf-8")[:6000]
+    path = tmp_path / "corpus.txt"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def cli(*args: str, root: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "baby", *args, "--root", str(root)], capture_output=True,
+                          text=True, cwd=ROOT, timeout=300)
+
+
+def digest(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def weights(root: Path, guid: str, suffix: str = "") -> dict:
+    return RunStore(root).read("model", guid, suffix)["tensors"]
+
+
+def test_train_writes_the_five_files_and_a_full_report(tmp_path: Path, corpus: Path) -> None:
+    root = tmp_path / "runs"
+    lines: list[str] = []
+    guid = plans.train(TINY_RUN, [str(corpus)], root=root, log=lines.append)
+    assert lines[-1] == guid
+    assert any("tok/s" in line and "ETA" in line for line in lines)
+    store = RunStore(root)
+    for kind in ("config", "tokenizer", "model", "report", "completion"):
+        assert store.path(kind, guid).exists(), kind
+    assert not store.path("checkpoint", guid).exists()
+    report = store.read("report", guid)
+    curves = report["curves"]
+    assert curves["step"][-1] == 12 and len(curves["train_loss"]) == len(curves["step"])
+    assert all(numpy.isfinite(curves["train_loss"])) and numpy.isfinite(report["final_val_loss"])
+    assert report["n_params"] > 0 and report["flops_per_token"]["training"] > 0
+    assert report["tokens_per_second"] > 0
+    config = store.read("config", guid)
+    assert config["settings"]["n_emb"] == 16 and config["runtime"]["n_params"] == report["n_params"]
+    assert isinstance(store.read("completion", guid)["completion"], str)
+
+
+def test_cli_train_prints_the_guid_last(tmp_path: Path, corpus: Path) -> None:
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(TINY_RUN))
+    out = cli("train", "--config", str(config), "--input", str(corpus), "--set", "n_steps=4", root=tmp_path)
+    assert out.returncode == 0, out.stderr
+    guid = out.stdout.strip().splitlines()[-1]
+    assert RunStore(tmp_path).read("report", guid)["steps"] == 4
+
+
+def test_resume_ends_where_an_uninterrupted_run_would(tmp_path: Path, corpus: Path) -> None:
+    whole = plans.train(TINY_RUN, [str(corpus)], root=tmp_path / "a", log=quiet)
+    with pytest.raises(Interrupted):
+        plans.train(TINY_RUN, [str(corpus)], root=tmp_path / "b", log=quiet, stop_at=8)
+    store = RunStore(tmp_path / "b")
+    (guid,) = store.guids()
+    assert store.path("checkpoint", guid).exists() and not store.path("model", guid).exists()
+    out = cli("train", "--resume", guid, root=tmp_path / "b")
+    assert out.returncode == 0, out.stderr
+    assert weights(tmp_path / "b", guid) == weights(tmp_path / "a", whole)
+    a, b = RunStore(tmp_path / "a").read("report", whole), store.read("report", guid)
+    assert a["curves"]["train_loss"] == b["curves"]["train_loss"]
+    assert a["curves"]["val_loss"] == b["curves"]["val_loss"]
+
+
+def test_finetune_grows_the_vocabulary_and_writes_finetuned_files(tmp_path: Path, corpus: Path) -> None:
+    guid = plans.train(TINY_RUN, [str(corpus)], root=tmp_path, log=quiet)
+    new_text = tmp_path / "new.txt"
+    new_text.write_text("Zebras quietly jump over {lazy} dogs ~ 12345 times!\n" * 30, encoding="utf-8")
+    before = RunStore(tmp_path).read("tokenizer", guid)
+    plans.finetune(guid, [str(new_text)], root=tmp_path, overrides={"n_steps": 3}, log=quiet)
+    store = RunStore(tmp_path)
+    for kind in ("config", "tokenizer", "model", "report", "completion"):
+        assert store.path(kind, guid, "_finetuned").exists(), kind
+    after = store.read("tokenizer", guid, "_finetuned")
+    assert len(after["pieces"]) > len(before["pieces"]) and after["pieces"][:len(before["pieces"])] == before["pieces"]
+    assert store.read("tokenizer", guid) == before  # the original run is untouched
+    tok = weights(tmp_path, guid, "_finetuned")["tok.weight"]["shape"]
+    assert tok[0] == len(after["pieces"])
+    record = plans.inference(guid, "Zebras", 5, temperature=0, root=tmp_path, finetuned=True, log=quiet)
+    assert record["finetuned"] is True
+
+
+def test_inference_writes_a_timestamped_completion_and_handles_long_prompts(tmp_path: Path, corpus: Path) -> None:
+    guid = plans.train(TINY_RUN, [str(corpus)], root=tmp_path, log=quiet)
+    lines: list[str] = []
+    long_prompt = corpus.read_text()[:100]  # far longer than n_ctx = 16
+    a = plans.inference(guid, long_prompt, 40, temperature=0, root=tmp_path, log=lines.append)
+    b = plans.inference(guid, long_prompt, 40, temperature=0, use_cache=False, root=tmp_path, log=quiet)
+    assert a["completion"] == b["completion"] and a["kv_cache"] and not b["kv_cache"]
+    assert any("cut" in line for line in lines)
+    assert a["path"] != b["path"]
+    names = [p.name for p in (tmp_path / "outputs").glob(f"completion_{guid}_*.json")]
+    assert len(names) == 2 and all(len(n.split("_")[2].split(".")[0]) == 14 for n in names)
+    out = cli("inference", "--guid", guid, "--prompt", "KING", "--max-tokens", "5", "--top-k", "3", root=tmp_path)
+    assert out.returncode == 0, out.stderr
+
+
+def test_delete_removes_exactly_that_runs_files(tmp_path: Path, corpus: Path) -> None:
+    keep = plans.train(TINY_RUN, [str(corpus)], root=tmp_path, log=quiet)
+    drop = plans.train(TINY_RUN, [str(corpus)], root=tmp_path, log=quiet)
+    plans.inference(drop, "A", 3, root=tmp_path, log=quiet)
+    (tmp_path / "outputs" / "notes.json").write_text("{}")
+    kept_before = digest(tmp_path)
+    out = cli("delete", "--guid", drop, root=tmp_path)
+    assert out.returncode == 0, out.stderr
+    remaining = digest(tmp_path)
+    assert not any(drop in name for name in remaining)
+    assert remaining == {k: v for k, v in kept_before.items() if drop not in k}
+    assert any(keep in name for name in remaining)
+    assert cli("delete", "--guid", drop, root=tmp_path).returncode == 2
+
+
+def test_info_reports_sizes_flops_and_training(tmp_path: Path, corpus: Path) -> None:
+    guid = plans.train(TINY_RUN, [str(corpus)], root=tmp_path, log=quiet)
+    out = cli("info", "--guid", guid, "--json", root=tmp_path)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    report = RunStore(tmp_path).read("report", guid)
+    assert data["n_params"] == report["n_params"]
+    assert data["flops_per_token"]["training"] == 3 * data["flops_per_token"]["inference"]
+    assert data["training"]["final_val_loss"] == report["final_val_loss"]
+    text = cli("info", "--guid", guid, root=tmp_path).stdout
+    assert "parameters" in text and "FLOPs per token" in text
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--config", "CONFIG", "--set", "n_emb=-3"], "n_emb"),
+    (["train", "--config", "CONFIG", "--set", "c_attention=xyz"], "c_attention"),
+    (["train", "--config", "CONFIG", "--set", "colour=blue"], "colour"),
+    (["train", "--config", "CONFIG", "--set", "r_learn=fast"], "r_learn"),
+    (["train", "--config", "CONFIG", "--set", "n_heads=3"], "n_heads"),
+    (["train", "--config", "missing.json"], "missing.json"),
+    (["train", "--config", "CONFIG", "--input", "nowhere.txt"], "nowhere.txt"),
+    (["train", "--resume", "GUID"], "checkpoint"),
+    (["inference", "--guid", "../../etc/passwd"], "GUID"),
+    (["inference", "--guid", "0123456789abcdef0123456789abcdef"], "no run"),
+    (["info", "--guid", "ABC"], "GUID"),
+    (["delete", "--guid", "*"], "GUID"),
+    (["inference", "--guid", "GUID", "--top-p", "0"], "top-p"),
+])
+def test_bad_input_exits_2_with_one_line_and_leaves_files_alone(tmp_path: Path, corpus: Path, args: list[str],
+                                                                 message: str) -> None:
+    guid = plans.train(TINY_RUN, [str(corpus)], root=tmp_path, log=quiet)
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(TINY_RUN))
+    before = digest(tmp_path)
+    args = [str(config) if a == "CONFIG" else guid if a == "GUID" else a for a in args]
+    out = cli(*args, "--input", str(corpus), root=tmp_path) if args[0] == "train" and "--input" not in args \
+        and "--resume" not in args else cli(*args, root=tmp_path)
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and message in out.stderr
+    assert digest(tmp_path) == before
+
+
+def test_a_corrupt_model_file_is_reported_not_crashed_on(tmp_path: Path, corpus: Path) -> None:
+    guid = plans.train(TINY_RUN, [str(corpus)], root=tmp_path, log=quiet)
+    path = RunStore(tmp_path).path("model", guid)
+    path.write_text(path.read_text()[:1000])
+    before = digest(tmp_path)
+    out = cli("inference", "--guid", guid, root=tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr and path.name in out.stderr
+    assert digest(tmp_path) == before
+    with pytest.raises(RunError):
+        plans.inference(guid, root=tmp_path, log=quiet)
+
+
+def test_frozen_base_finetune_of_lor_changes_only_the_low_rank_weights(tmp_path: Path, corpus: Path) -> None:
+    guid = plans.train({**TINY_RUN, "c_network": "lor", "n_rank": 2}, [str(corpus)], root=tmp_path, log=quiet)
+    plans.finetune(guid, [str(corpus)], root=tmp_path, overrides={"n_steps": 3, "c_freeze_base": True}, log=quiet)
+    before, after = weights(tmp_path, guid), weights(tmp_path, guid, "_finetuned")
+    low_rank = [name for name in before if "lora_" in name]
+    assert low_rank and all(before[n] != after[n] for n in low_rank)
+    assert all(before[n] == after[n] for n in before if n not in low_rank)
+
+
+def test_freezing_without_a_low_rank_network_is_refused(tmp_path: Path, corpus: Path) -> None:
+    guid = plans.train(TINY_RUN, [str(corpus)], root=tmp_path, log=quiet)
+    out = cli("finetune", "--guid", guid, "--input", str(corpus), "--set", "c_freeze_base=true", root=tmp_path)
+    assert out.returncode == 2 and "c_freeze_base" in out.stderr
