@@ -64,6 +64,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--guid", required=True)
     p.add_argument("--json", action="store_true")
 
+    sub.add_parser("settings", help="print the table of every setting with its default and allowed values")
+
     p = sub.add_parser("bench", help=f"benchmarks ({', '.join(BENCHES)}); see python -m baby bench NAME --help")
     p.add_argument("name", choices=BENCHES)
     p.add_argument("args", nargs=argparse.REMAINDER)
@@ -72,6 +74,10 @@ def parser() -> argparse.ArgumentParser:
 
 def run(argv: list[str]) -> int:
     args = parser().parse_args(argv)
+    if args.plan == "settings":
+        from baby.config import settings_table  # noqa: PLC0415
+        print(settings_table())
+        return 0
     if args.plan == "bench":
         module = importlib.import_module(f"baby.bench.{args.name}")
         return int(module.main(args.args) or 0)

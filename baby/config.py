@@ -245,3 +245,20 @@ def parse_override(text: str) -> tuple[str, Any]:
     except json.JSONDecodeError:
         value = raw
     return key.strip(), value
+
+
+def settings_table() -> str:
+    """The README's settings table, generated from the definitions (a test keeps the README in sync)."""
+    rows = ["| key | default | allowed | meaning |", "|---|---|---|---|"]
+    for key, s in all_settings().items():
+        if s.choices:
+            allowed = ", ".join('""' if c == "" else str(c) for c in s.choices)
+        elif s.type is bool:
+            allowed = "true, false"
+        elif s.low is not None:
+            allowed = f"{s.type.__name__} in [{s.low:g}, {s.high:g}]"
+        else:
+            allowed = s.type.__name__
+        default = json.dumps(s.default)
+        rows.append(f"| `{key}` | `{default}` | {allowed} | {s.doc} |")
+    return "\n".join(rows)

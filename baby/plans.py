@@ -22,6 +22,13 @@ from baby.tokenizers import Tokenizer, tokenizer_from_dict, train_tokenizer
 from baby.train import Trainer, unigram_entropy
 
 Log = Callable[[str], None]
+
+
+def say(line: str) -> None:
+    """Default log: print and flush, so progress shows through pipes and in notebooks."""
+    print(line, flush=True)
+
+
 DEFAULT_INPUT = "inputs/shakespeare.txt"
 FINETUNED = "_finetuned"
 
@@ -107,7 +114,7 @@ class Run:
 # ---- train / resume ---------------------------------------------------------------------------------
 
 def train(config: Config | dict[str, Any] | str | Path, inputs: list[str] | None = None,
-          root: str | Path = ".", overrides: dict[str, Any] | None = None, log: Log = print,
+          root: str | Path = ".", overrides: dict[str, Any] | None = None, log: Log = say,
           stop_at: int | None = None) -> str:
     """Train a new model; returns its GUID. ``stop_at`` interrupts after that step (tests)."""
     cfg = as_config(config, overrides)
@@ -133,7 +140,7 @@ def train(config: Config | dict[str, Any] | str | Path, inputs: list[str] | None
     return _train_and_finish(store, guid, cfg, tokenizer, model, train_tokens, val_tokens, log, stop_at)
 
 
-def resume(guid: str, root: str | Path = ".", log: Log = print, stop_at: int | None = None) -> str:
+def resume(guid: str, root: str | Path = ".", log: Log = say, stop_at: int | None = None) -> str:
     """Continue an interrupted run from its last checkpoint, on the same text."""
     store = RunStore(root)
     run = Run(store, guid)
@@ -195,7 +202,7 @@ def _train_and_finish(store: RunStore, guid: str, cfg: Config, tokenizer: Tokeni
 # ---- finetune ---------------------------------------------------------------------------------------
 
 def finetune(guid: str, inputs: list[str], root: str | Path = ".", overrides: dict[str, Any] | None = None,
-             log: Log = print) -> str:
+             log: Log = say) -> str:
     """Train a run further on new text; writes the ``_finetuned`` files. New symbols grow the
     vocabulary (new embedding/head rows; old weights unchanged)."""
     store = RunStore(root)
@@ -232,7 +239,7 @@ def finetune(guid: str, inputs: list[str], root: str | Path = ".", overrides: di
 
 def inference(guid: str, prompt: str = "", max_tokens: int = 200, temperature: float = 0.8, top_k: int = 0,
               top_p: float = 1.0, seed: int | None = None, use_cache: bool = True, root: str | Path = ".",
-              finetuned: bool = False, checkpoint: str = "", log: Log = print) -> dict[str, Any]:
+              finetuned: bool = False, checkpoint: str = "", log: Log = say) -> dict[str, Any]:
     store = RunStore(root)
     if max_tokens < 0:
         raise ConfigError(f"--max-tokens={max_tokens}: must be >= 0")
@@ -264,7 +271,7 @@ def inference(guid: str, prompt: str = "", max_tokens: int = 200, temperature: f
 
 # ---- delete / info ------------------------------------------------------------------------------------
 
-def delete(guid: str, root: str | Path = ".", log: Log = print) -> list[Path]:
+def delete(guid: str, root: str | Path = ".", log: Log = say) -> list[Path]:
     store = RunStore(root)
     files = store.files(guid)
     if not files:

@@ -1,0 +1,38 @@
+"""The notebook executes headless, top to bottom, on a tiny config (train, then info and inference)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+pytest.importorskip("ipykernel")
+
+
+def run_notebook(tmp_path: Path, overrides: str) -> None:
+    nb = nbformat.read(ROOT / "littlebaby.ipynb", as_version=4)
+    index = next(i for i, c in enumerate(nb.cells) if "parameters" in c.get("metadata", {}).get("tags", []))
+    nb.cells.insert(index + 1, nbformat.v4.new_code_cell(overrides))  # as papermill injects parameters
+    nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
+                            resources={"metadata": {"path": str(ROOT)}}).execute()
+    return nb
+
+
+def test_notebook_trains_then_describes_and_samples(tmp_path: Path) -> None:
+    tiny = {"n_ctx": 16, "n_emb": 16, "head_size": 16, "n_heads": 2, "n_layers": 1, "n_steps": 6,
+            "batch_size": 4, "n_sample_tokens": 10}
+    text = tmp_path / "tiny.txt"
+    text.write_text((ROOT / "inputs" / "shakespeare.txt").read_text()[:5000])
+    nb = run_notebook(tmp_path, f"settings.update({json.dumps(tiny)})\nroot = {str(tmp_path)!r}\n"
+                                f"inputs = [{str(text)!r}]")
+    outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "validation loss" in outputs
+    guids = [p.stem.split("_")[1] for p in (tmp_path / "configs").glob("config_*.json")]
+    assert len(guids) == 1
+    for plan in ("info", "inference"):
+        nb = run_notebook(tmp_path, f"root = {str(tmp_path)!r}\nplan = {plan!r}\nguid = {guids[0]!r}\nmax_tokens = 5")
+    assert list((tmp_path / "outputs").glob(f"completion_{guids[0]}_*.json"))
