@@ -23,6 +23,12 @@ def normal(rng: numpy.random.Generator, shape: tuple[int, ...], std: float = 0.0
     return param(rng.normal(0.0, std, shape), decay=True)
 
 
+def matmul2d(x: Any, w: Any) -> Any:
+    """x (..., in) @ w (in, out) as a single 2-D GEMM over all leading positions."""
+    lead = x.shape[:-1]
+    return (x.reshape(-1, x.shape[-1]) @ w).reshape(*lead, w.shape[-1])
+
+
 class Linear(Module):
     """y = x @ W (+ b) over the last axis; any leading shape."""
 
@@ -34,7 +40,8 @@ class Linear(Module):
 
     def forward(self, x: Any) -> Any:
         self.x = x
-        y = x @ self.weight.data
+        # one (B*T, in) x (in, out) GEMM: a 3-D @ 2-D matmul would run B small GEMMs instead
+        y = matmul2d(x, self.weight.data)
         if self.bias is not None:
             y += self.bias.data
         return y
@@ -46,7 +53,7 @@ class Linear(Module):
         if self.bias is not None:
             self.bias.grad += dy2.sum(axis=0)
         self.x = None
-        return dy @ self.weight.data.T
+        return matmul2d(dy, self.weight.data.T)
 
 
 class Embedding(Module):
@@ -75,12 +82,17 @@ class LayerNorm(Module):
         self.cache: Any = None
 
     def forward(self, x: Any) -> Any:
-        mean = x.mean(axis=-1, keepdims=True)
-        centered = x - mean
-        rstd = 1.0 / backend.xp.sqrt((centered * centered).mean(axis=-1, keepdims=True) + self.eps)
-        xhat = centered * rstd
+        xp = backend.xp
+        xhat = x - x.mean(axis=-1, keepdims=True)
+        var = xp.einsum("...i,...i->...", xhat, xhat)[..., None]  # no squared temporary
+        var *= 1.0 / x.shape[-1]
+        var += self.eps
+        rstd = 1.0 / xp.sqrt(var)
+        xhat *= rstd
         self.cache = xhat, rstd
-        return xhat * self.gain.data + self.bias.data
+        y = xhat * self.gain.data
+        y += self.bias.data
+        return y
 
     def backward(self, dy: Any) -> Any:
         xhat, rstd = self.cache
@@ -89,7 +101,14 @@ class LayerNorm(Module):
         self.gain.grad += (dy * xhat).sum(axis=lead)
         self.bias.grad += dy.sum(axis=lead)
         g = dy * self.gain.data
-        return rstd * (g - g.mean(axis=-1, keepdims=True) - xhat * (g * xhat).mean(axis=-1, keepdims=True))
+        n = dy.shape[-1]
+        # dx = rstd * (g - mean(g) - xhat * mean(g * xhat))
+        proj = backend.xp.einsum("...i,...i->...", g, xhat)[..., None]
+        proj *= 1.0 / n
+        dx = g - g.mean(axis=-1, keepdims=True)
+        dx -= xhat * proj
+        dx *= rstd
+        return dx
 
 
 class RMSNorm(Module):
@@ -144,13 +163,33 @@ GELU_C = math.sqrt(2.0 / math.pi)
 
 
 def gelu(x: Any) -> tuple[Any, Any]:
-    """tanh-approximated GELU; returns (y, tanh term) for gelu_backward."""
-    t = backend.xp.tanh(GELU_C * (x + 0.044715 * x * x * x))
-    return 0.5 * x * (1.0 + t), t
+    """tanh-approximated GELU; returns (y, tanh term) for gelu_backward. In-place steps: this and its
+    backward are memory-bound, and every temporary is a pass over the (B*T, hidden) activations."""
+    xp = backend.xp
+    t = x * x
+    t *= 0.044715
+    t += 1.0
+    t *= x
+    t *= GELU_C
+    xp.tanh(t, out=t)
+    y = t + 1.0
+    y *= x
+    y *= 0.5
+    return y, t
 
 
 def gelu_backward(x: Any, t: Any, dy: Any) -> Any:
-    return dy * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * GELU_C * (1.0 + 3 * 0.044715 * x * x))
+    """dy * [0.5 (1 + t) + 0.5 x (1 - t^2) c (1 + 3 a x^2)] with t = tanh(c (x + a x^3))."""
+    d = x * x
+    d *= 3 * 0.044715 * GELU_C
+    d += GELU_C
+    d *= x
+    d *= 1.0 - t * t
+    d += t
+    d += 1.0
+    d *= 0.5
+    d *= dy
+    return d
 
 
 def sigmoid(x: Any) -> Any:

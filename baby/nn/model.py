@@ -12,7 +12,7 @@ from baby.config import Config
 from baby.nn import core
 from baby.nn.context import Context
 from baby.nn.core import Module
-from baby.nn.layers import Dropout, Embedding, Linear, normal
+from baby.nn.layers import Dropout, Embedding, Linear, matmul2d, normal
 
 
 class Residual(Module):
@@ -93,7 +93,7 @@ class GPT(Module):
             x = block(x, ctx)
         h = self.norm(x)
         self.h = h
-        return self.head(h) if self.head is not None else h @ self.tok.weight.data.T
+        return self.head(h) if self.head is not None else matmul2d(h, self.tok.weight.data.T)
 
     def backward(self, dlogits: Any) -> None:
         """Accumulate every parameter's gradient from dLoss/dlogits."""
@@ -103,7 +103,7 @@ class GPT(Module):
         else:
             w = self.tok.weight
             w.grad += dlogits.reshape(-1, dlogits.shape[-1]).T @ h.reshape(-1, h.shape[-1])
-            dh = dlogits @ w.data
+            dh = matmul2d(dlogits, w.data)
         dx = self.norm.backward(dh)
         for block in reversed(self.blocks):
             dx = block.backward(dx)

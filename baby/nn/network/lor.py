@@ -16,7 +16,7 @@ from typing import Any
 import numpy
 
 from baby.nn.core import Module, Setting, register
-from baby.nn.layers import normal, param
+from baby.nn.layers import matmul2d, normal, param
 from baby.nn.network.common import require
 from baby.nn.network.mlp import MLP
 
@@ -37,11 +37,11 @@ class LowRankLinear(Module):
         return [p for p in (self.weight, self.bias) if p is not None]
 
     def forward(self, x: Any) -> Any:
-        xa = x @ self.lora_a.data  # (.., r): the narrow path costs r * (in + out) per token
-        y = x @ self.weight.data
+        xa = matmul2d(x, self.lora_a.data)  # (.., r): the narrow path costs r * (in + out) per token
+        y = matmul2d(x, self.weight.data)
         if self.bias is not None:
             y += self.bias.data
-        y += self.scale * (xa @ self.lora_b.data)
+        y += self.scale * matmul2d(xa, self.lora_b.data)
         self.cache = x, xa
         return y
 
@@ -53,10 +53,10 @@ class LowRankLinear(Module):
             self.weight.grad += x2.T @ dy2
         if self.bias is not None and not self.bias.frozen:
             self.bias.grad += dy2.sum(axis=0)
-        dxa = self.scale * (dy @ self.lora_b.data.T)
+        dxa = self.scale * matmul2d(dy, self.lora_b.data.T)
         self.lora_b.grad += self.scale * (xa.reshape(-1, xa.shape[-1]).T @ dy2)
         self.lora_a.grad += x2.T @ dxa.reshape(-1, dxa.shape[-1])
-        return dy @ self.weight.data.T + dxa @ self.lora_a.data.T
+        return matmul2d(dy, self.weight.data.T) + matmul2d(dxa, self.lora_a.data.T)
 
 
 @register("network", "lor", settings=(
