@@ -64,6 +64,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--guid", required=True)
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser("split", help="hold out the last part of every input file (for perplexity)")
+    p.add_argument("--input", nargs="+", required=True)
+    p.add_argument("--holdout", type=float, default=0.05, help="fraction of each file held out (default 0.05)")
+    p.add_argument("--out", required=True, help="writes OUT/train/*.txt and OUT/heldout/*.txt")
+
     sub.add_parser("settings", help="print the table of every setting with its default and allowed values")
 
     p = sub.add_parser("bench", help=f"benchmarks ({', '.join(BENCHES)}); see python -m baby bench NAME --help")
@@ -74,6 +79,11 @@ def parser() -> argparse.ArgumentParser:
 
 def run(argv: list[str]) -> int:
     args = parser().parse_args(argv)
+    if args.plan == "split":
+        from baby.corpus import holdout_split  # noqa: PLC0415
+        train_dir, held_dir = holdout_split(args.input, args.holdout, args.out)
+        print(f"train text in {train_dir}, held-out text in {held_dir}")
+        return 0
     if args.plan == "settings":
         from baby.config import settings_table  # noqa: PLC0415
         print(settings_table())

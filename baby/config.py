@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,8 @@ BASE: tuple[Setting, ...] = (
     _s("n_eval_batches", int, 20, "batches per validation loss", 1, 1 << 20),
     _s("n_checkpoint_every", int, 0, "steps between resumable checkpoints (0: at every evaluation)", 0, 1 << 30),
     _s("n_log_every", int, 0, "steps between progress lines (0: about 50 per run)", 0, 1 << 30),
+    _s("s_checkpoint_words", str, "", "learning-curve checkpoints at these counts of words seen, e.g. "
+       "\"1M,2M,5M\" (K and M suffixes): models/model_<guid>_chck_1M.json ..."),
     _s("n_sample_tokens", int, 200, "tokens generated from an empty prompt after training", 0, 1 << 20),
     _s("r_sample_temp", float, 0.8, "sampling temperature of that completion (0: greedy)", 0.0, 100.0),
     _s("n_top_k", int, 0, "sample from the k most likely tokens (0: all)", 0, 1 << 20),
@@ -145,6 +148,22 @@ def parse_warmup(value: Any, total_steps: int) -> int:
     raise ConfigError(f"s_warmup={value!r}: allowed none, auto, a step count or a fraction in (0, 1)")
 
 
+def parse_word_counts(text: str) -> list[tuple[str, int]]:
+    """"1M,2.5M,500K" -> [("500K", 500000), ("1M", 1000000), ("2.5M", 2500000)] (label, words)."""
+    out = []
+    for raw in filter(None, (part.strip() for part in text.split(","))):
+        scale = {"K": 1_000, "M": 1_000_000}.get(raw[-1].upper(), 1)
+        number = raw[:-1] if scale > 1 else raw
+        try:
+            words = int(round(float(number) * scale))
+        except ValueError:
+            raise ConfigError(f"s_checkpoint_words={text!r}: {raw!r} is not a word count like 1M, 500K or 20000") from None
+        if words <= 0 or not re.fullmatch(r"[0-9.]+[KkMm]?", raw):
+            raise ConfigError(f"s_checkpoint_words={text!r}: {raw!r} is not a positive word count like 1M or 500K")
+        out.append((raw, words))
+    return sorted(out, key=lambda item: item[1])
+
+
 class Config:
     """Validated settings with attribute access: ``cfg.n_emb``. Immutable after construction."""
 
@@ -187,6 +206,7 @@ class Config:
         if v["c_tokenizer"] == "bpe" and v["n_vocab"] < 260:
             raise ConfigError(f"n_vocab={v['n_vocab']}: a bpe tokenizer needs n_vocab >= 260 (256 bytes + specials)")
         parse_warmup(v["s_warmup"], 1000)
+        parse_word_counts(v["s_checkpoint_words"])
         if v["r_learn_min"] > v["r_learn"]:
             raise ConfigError(f"r_learn_min={v['r_learn_min']} must not exceed r_learn={v['r_learn']}")
         if (v["d_type"] == "fp16") and v["c_device"] == "cpu":

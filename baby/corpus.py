@@ -72,3 +72,23 @@ def encode_documents(tokenizer: Tokenizer, docs: list[str]) -> tuple[numpy.ndarr
         unknown += tokenizer.unknown_count
         parts += [numpy.array([tokenizer.bos_id], numpy.int32), ids, numpy.array([tokenizer.eos_id], numpy.int32)]
     return numpy.concatenate(parts).astype(numpy.int32), unknown
+
+
+def holdout_split(paths: list[str | Path], fraction: float, out_dir: str | Path) -> tuple[Path, Path]:
+    """Write each input document's first (1 - fraction) to out_dir/train/ and its last fraction to
+    out_dir/heldout/ (cut at a line break), e.g. to keep the last 5 % of every file for perplexity."""
+    if not 0 < fraction < 1:
+        raise CorpusError(f"--holdout={fraction}: must be between 0 and 1")
+    out = Path(out_dir)
+    train_dir, held_dir = out / "train", out / "heldout"
+    for folder in (train_dir, held_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+    for path in expand(paths):
+        text = read_documents([path])[0]
+        cut = int(len(text) * (1 - fraction))
+        newline = text.find("\n", cut)
+        cut = newline + 1 if newline != -1 else cut
+        name = path.name[:-3] if path.suffix == ".gz" else path.name
+        (train_dir / f"{name}.txt").write_text(text[:cut], encoding="utf-8")
+        (held_dir / f"{name}.txt").write_text(text[cut:], encoding="utf-8")
+    return train_dir, held_dir

@@ -172,8 +172,14 @@ def _train_and_finish(store: RunStore, guid: str, cfg: Config, tokenizer: Tokeni
         store.write("checkpoint", guid, {"format": "baby-checkpoint/1", "model": model_to_dict(model),
                                          "trainer": trainer_state})
 
+    def save_word_checkpoint(label: str) -> None:
+        store.write("model", guid, model_to_dict(model), f"{suffix}_chck_{label}" if suffix else f"_chck_{label}")
+
+    words = len(tokenizer.decode(train_tokens).split())
     trainer = Trainer(cfg, model, train_tokens, val_tokens, log=log,
-                      checkpoint=save_checkpoint if not suffix else None)
+                      checkpoint=save_checkpoint if not suffix else None,
+                      words_per_token=words / max(len(train_tokens), 1),
+                      on_words=save_word_checkpoint if not suffix else None)
     if state is not None:
         state = dict(state)
         for key in ("adam_m", "adam_v"):

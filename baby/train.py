@@ -14,7 +14,7 @@ from typing import Any, Callable
 import numpy
 
 from baby import backend
-from baby.config import Config, parse_warmup
+from baby.config import Config, parse_warmup, parse_word_counts
 from baby.data import Batches, eval_batches
 from baby.nn.layers import cross_entropy
 from baby.nn.model import GPT
@@ -37,7 +37,7 @@ class Interrupted(RuntimeError):
 class Trainer:
     def __init__(self, cfg: Config, model: GPT, train_tokens: numpy.ndarray, val_tokens: numpy.ndarray,
                  log: Log = print, checkpoint: Callable[[dict[str, Any]], None] | None = None,
-                 frozen: tuple[str, ...] = ()) -> None:
+                 words_per_token: float = 0.0, on_words: Callable[[str], None] | None = None) -> None:
         self.cfg, self.model, self.log, self.checkpoint = cfg, model, log, checkpoint
         self.val_tokens = val_tokens
         self.batches = Batches(train_tokens, cfg.n_ctx, cfg.batch_size, cfg.seed, cfg.c_shuffle, cfg.c_sequence)
@@ -54,6 +54,9 @@ class Trainer:
         self.curves: dict[str, list[float]] = {"step": [], "train_loss": [], "val_loss": [], "lr": [],
                                                "tokens_per_second": []}
         self.lines: list[str] = []
+        # learning-curve checkpoints: words seen = training tokens consumed x words per token
+        self.words_per_token, self.on_words = words_per_token, on_words
+        self.word_marks = parse_word_counts(cfg.s_checkpoint_words) if on_words else []
 
     # ---- one step ------------------------------------------------------------------------------
 
@@ -124,6 +127,7 @@ class Trainer:
                 val = self.evaluate()
                 self.curves["val_loss"][-1] = val
                 self.say(f"step {self.step}: validation loss {val:.4f}")
+            self.mark_words()
             if self.checkpoint and (self.step % self.checkpoint_every == 0 and not last):
                 self.checkpoint(self.state_dict())
             if stop_at is not None and self.step >= stop_at and not last:
@@ -131,6 +135,19 @@ class Trainer:
             if window_steps == 0:
                 window_start = time.perf_counter()
         return self.summary()
+
+    @property
+    def words_seen(self) -> int:
+        return int(self.step * self.tokens_per_step * self.words_per_token)
+
+    def mark_words(self) -> None:
+        """Save a learning-curve checkpoint for every word count passed in this step."""
+        seen = self.words_seen
+        previous = int((self.step - 1) * self.tokens_per_step * self.words_per_token)
+        for label, words in self.word_marks:
+            if previous < words <= seen:
+                self.say(f"step {self.step}: {seen:,} words seen, checkpoint {label}")
+                self.on_words(label)
 
     def record(self, train_loss: float, speed: float) -> None:
         c = self.curves
@@ -146,7 +163,7 @@ class Trainer:
         tokens = self.step * self.tokens_per_step
         speed = tokens / self.seconds if self.seconds else 0.0
         return {
-            "steps": self.step, "total_steps": self.total_steps, "batches_per_epoch": self.per_epoch,
+            "steps": self.step, "total_steps": self.total_steps, "words_seen": self.words_seen, "batches_per_epoch": self.per_epoch,
             "epochs": self.step / self.per_epoch, "tokens_per_step": self.tokens_per_step,
             "tokens_trained": tokens, "train_seconds": self.seconds,
             "seconds_per_step": self.seconds / max(self.step, 1), "tokens_per_second": speed,

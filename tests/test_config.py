@@ -39,6 +39,8 @@ def test_run_config_files_load_from_their_settings(tmp_path: Path) -> None:
     ({"r_learn_min": 0.5}, ["r_learn_min"]),
     ({"d_type": "fp16"}, ["fp16", "GPU"]),
     ({"c_tokenizer": "bpe", "n_vocab": 100}, ["n_vocab", "260"]),
+    ({"s_checkpoint_words": "1M,lots"}, ["s_checkpoint_words", "lots"]),
+    ({"s_checkpoint_words": "-5K"}, ["s_checkpoint_words"]),
 ])
 def test_bad_values_name_the_key_and_what_is_allowed(values: dict, words: list[str]) -> None:
     with pytest.raises(ConfigError) as err:
@@ -79,3 +81,9 @@ def test_config_is_immutable() -> None:
     with pytest.raises(AttributeError):
         cfg.n_emb = 3
     assert cfg.replace(n_emb=64).n_emb == 64 and cfg.n_emb == 128
+
+
+def test_word_counts_parse_with_suffixes_in_order() -> None:
+    from baby.config import parse_word_counts
+    assert parse_word_counts("2M, 500K,1.5M,20000") == [("20000", 20000), ("500K", 500000), ("1.5M", 1500000),
+                                                          ("2M", 2000000)]

@@ -206,3 +206,17 @@ def test_freezing_without_a_low_rank_network_is_refused(tmp_path: Path, corpus: 
     guid = plans.train(TINY_RUN, [str(corpus)], root=tmp_path, log=quiet)
     out = cli("finetune", "--guid", guid, "--input", str(corpus), "--set", "c_freeze_base=true", root=tmp_path)
     assert out.returncode == 2 and "c_freeze_base" in out.stderr
+
+
+def test_learning_curve_checkpoints_by_words_seen(tmp_path: Path, corpus: Path) -> None:
+    # 12 steps x 64 tokens; the corpus has ~0.18 words per char token -> ~140 words seen in all
+    guid = plans.train({**TINY_RUN, "s_checkpoint_words": "50,0.1K"}, [str(corpus)], root=tmp_path, log=quiet)
+    store = RunStore(tmp_path)
+    assert store.path("model", guid, "_chck_50").exists() and store.path("model", guid, "_chck_0.1K").exists()
+    assert store.read("model", guid, "_chck_50") != store.read("model", guid, "_chck_0.1K")
+    assert plans.info(guid, root=tmp_path)["checkpoints"] == ["0.1K", "50"]
+    record = plans.inference(guid, "A", 3, root=tmp_path, checkpoint="50", log=quiet)
+    assert record["checkpoint"] == "50"
+    assert store.read("report", guid)["words_seen"] > 100
+    plans.delete(guid, root=tmp_path, log=quiet)
+    assert not list(tmp_path.rglob(f"*{guid}*"))
