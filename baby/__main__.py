@@ -57,6 +57,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--finetuned", action="store_true", help="use the _finetuned model")
     p.add_argument("--checkpoint", default="", help="a learning-curve checkpoint, e.g. 1M")
 
+    p = add("eval", "score a run: BLiMP minimal pairs or held-out perplexity")
+    p.add_argument("--guid", required=True)
+    p.add_argument("--task", required=True, choices=("blimp", "perplexity"))
+    p.add_argument("--data", help="blimp: folder of BLiMP *.jsonl files (e.g. ../shared/data/blimp_filtered_babylm)")
+    p.add_argument("--input", nargs="+", help="perplexity: held-out text files, directories or .gz files")
+    p.add_argument("--checkpoint", default="", help="a learning-curve checkpoint, e.g. 1M")
+    p.add_argument("--finetuned", action="store_true")
+    p.add_argument("--limit", type=int, default=0, help="blimp: first N pairs of each paradigm (0: all)")
+    p.add_argument("--batch-size", type=int, default=64)
+
     p = add("delete", "remove every file of a run")
     p.add_argument("--guid", required=True)
 
@@ -106,6 +116,11 @@ def run(argv: list[str]) -> int:
         plans.inference(args.guid, args.prompt, args.max_tokens, args.temperature, args.top_k, args.top_p,
                         args.seed, not args.no_cache, root=args.root, finetuned=args.finetuned,
                         checkpoint=args.checkpoint)
+    elif args.plan == "eval":
+        from baby.evaluate.run import evaluate, format_table  # noqa: PLC0415
+        result = evaluate(args.guid, args.task, data=args.data, inputs=args.input, checkpoint=args.checkpoint,
+                          root=args.root, finetuned=args.finetuned, batch_size=args.batch_size, limit=args.limit)
+        print(format_table(result))
     elif args.plan == "delete":
         plans.delete(args.guid, root=args.root)
     elif args.plan == "info":

@@ -9,7 +9,7 @@ import numpy
 
 from baby.tokenizers import Tokenizer
 
-TEXT_SUFFIXES = {".txt", ".gz", ".train", ".dev", ".test", ".md"}
+TEXT_SUFFIXES = {".txt", ".gz", ".train", ".dev", ".test"}  # not README.md and the like
 
 
 class CorpusError(ValueError):
