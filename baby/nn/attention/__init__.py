@@ -1,2 +1,2 @@
 """Attention variants; importing a variant module registers it."""
-from baby.nn.attention import mha  # noqa: F401
+from baby.nn.attention import aft, gla, gqa, mha, moh, rfa, swh  # noqa: F401

@@ -207,6 +207,11 @@ class HeadAttention(Module):
         q = q.reshape(b, self.n_kv, h // self.n_kv, t, d)
         k, v = k[:, :, None], v[:, :, None]
         y, p = attend(q, k, v, causal_bias(t, k.shape[3], ctx, rank=5), self.scale)
+        valid = training_valid(ctx)
+        if valid is not None:  # padding queries output 0 (left padding: they would average blocked keys)
+            keep = valid[:, None, None, :, None].astype(p.dtype)
+            p *= keep
+            y *= keep
         if not ctx.decoding:
             self.attn_cache = q, k, v, p
         return y.reshape(b, h, t, d)
@@ -299,7 +304,7 @@ class PrefixMeanMixer(Module):
     """Query-free linear attention: K and V projections (one fused matmul), per-channel non-negative
     weights w = f(k) from a subclass, y_t = sum_{j<=t} w_j v_j / sum_{j<=t} w_j, output projection.
     O(T) in training (prefix sums), a fixed-size state while decoding. Padding tokens (ctx.valid) get
-    a zero key and a zero weight, so they change nothing."""
+    a zero key and a zero weight, so they change nothing, and output 0."""
 
     eps: float = 0.0  # weight of an always-present zero value in the mean (see gla)
 
@@ -328,6 +333,8 @@ class PrefixMeanMixer(Module):
         if keep is not None:
             w = w * keep
         y, den = prefix_mean(w, v, self.eps, ctx.module_state(self) if ctx.decoding else None)
+        if keep is not None:  # padding positions output 0, as in HeadAttention
+            y *= keep
         if not ctx.decoding:
             self.cache = w, v, y, den, keep
         return self.proj(y)
@@ -335,7 +342,10 @@ class PrefixMeanMixer(Module):
     def backward(self, dout: Any) -> Any:
         w, v, y, den, keep = self.cache
         self.cache = None
-        dw, dv = prefix_mean_backward(self.proj.backward(dout), w, v, y, den)
+        dy = self.proj.backward(dout)
+        if keep is not None:
+            dy *= keep
+        dw, dv = prefix_mean_backward(dy, w, v, y, den)
         if keep is not None:
             dw *= keep
         dk = self.key_weights_backward(dw)

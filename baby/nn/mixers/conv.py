@@ -73,13 +73,13 @@ class DynamicConv(Module):
         cur, levels = x, []
         for i, dilation in enumerate(self.dilations):
             reach = (self.taps - 1) * dilation
-            if state is None:  # training / full forward: zeros before the first position
+            # zeros before the first position; when decoding, this level's last `reach` inputs so far
+            history = None if state is None else state.get(i)
+            if history is None:
                 history = backend.xp.zeros((x.shape[0], reach, x.shape[2]), dtype=x.dtype)
-            else:  # decoding: this level's last `reach` inputs (zeros before the first call)
-                history = state.setdefault(i, backend.xp.zeros((x.shape[0], reach, x.shape[2]), dtype=x.dtype))
             padded = backend.xp.concatenate([history, cur], axis=1)
             if state is not None:
-                state[i] = padded[:, padded.shape[1] - reach:]
+                state[i] = padded[:, padded.shape[1] - reach:].copy()
             cur, level = self.level_forward(i, cur, padded, dilation)
             levels.append(level)
         if state is None:

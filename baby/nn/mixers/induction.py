@@ -5,13 +5,14 @@ the same token id. Per head (H heads of width D):
 
     q_t = W_q h_t,   k_j = W_k h[c_j],   v_j = W_v h[c_j + 1]      (the token that FOLLOWED c_j)
     s_j = q_t . k_j / sqrt(D)   for usable candidates (c_j >= 0, c_j + 1 < t), -inf otherwise
-    s_sink = q_t . sink_key                                         (a learned key per head)
+    s_sink = q_t . sink_key / sqrt(D)                               (a learned key per head)
     p = softmax(s_1..s_M, s_sink),   y_t = sum_j p_j v_j + p_sink sink_value
     out_t = W_o concat_heads(y_t)
 
-The sink lets a position with no usable candidate (or no trustworthy one) abstain. Cost per token is
-O(M * C): the time per token does not grow with T. The candidates are gathered by index, so the
-backward of those gathers is a scatter-add of the key/value gradients onto the positions they came from.
+Scores are also divided by r_temp (1 by default), as in attention. The sink lets a position with no
+usable candidate (or no trustworthy one) abstain. Cost per token is O(M * C): the time per token does
+not grow with T. The candidates are gathered by index, so the backward of those gathers is a
+scatter-add of the key/value gradients onto the positions they came from.
 """
 from __future__ import annotations
 

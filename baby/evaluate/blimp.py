@@ -1,0 +1,172 @@
+"""BLiMP: does the model prefer the grammatical sentence of each minimal pair?
+
+Protocol (``/work/shared/data/FINDINGS.md`` §2, the BabyLM 2023/2024 way with a BOS-adding tokenizer):
+  * a sentence's score is the sum of log p(token | <bos>, earlier tokens) over all its tokens, with
+    no <eos>, no leading space and no length normalisation (``scoring.sentence_logprobs``);
+  * a pair is correct iff score(good) > score(bad) strictly. Exact ties are counted and reported:
+    they are wrong in ``accuracy`` and right in ``accuracy_babylm`` (the BabyLM harnesses take an
+    argmax, which returns the good sentence on a tie - a model that gives both sentences the same
+    score would get 100 % there);
+  * a paradigm is a ``UID`` (the file stem when a line has no UID). The headline number is the
+    unweighted (macro) mean over paradigms, as the 2024/2025 pipelines report it;
+  * a phenomenon is a ``linguistics_term`` (``s-selection`` filed under ``argument_structure``, as
+    BabyLM 2023 did, giving the 12 BabyLM phenomena; the file stem when a line has none). Its score
+    is also a macro mean: the mean of its paradigms' accuracies (BabyLM 2023 used the micro mean over
+    the phenomenon's pairs; on the full BLiMP, 1000 pairs per paradigm, the two agree).
+    ``accuracy_micro`` (all pairs pooled) is given too, for comparison.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy
+
+from baby import backend
+from baby.evaluate.scoring import encode_sentences, sequence_logprobs
+from baby.nn.model import GPT
+from baby.runs import RunError
+from baby.tokenizers import Tokenizer
+
+PHENOMENON_ALIASES = {"s-selection": "argument_structure"}
+REQUIRED = ("sentence_good", "sentence_bad")
+
+
+@dataclass(frozen=True)
+class Pair:
+    good: str
+    bad: str
+    paradigm: str
+    phenomenon: str
+    field: str
+
+
+def load_blimp(directory: str | Path, limit: int = 0) -> list[Pair]:
+    """The minimal pairs of every ``*.jsonl`` file of ``directory`` (sorted by file name, lines in
+    order); with ``limit`` > 0 only the first ``limit`` pairs of each file."""
+    root = Path(directory)
+    if not root.is_dir():
+        raise RunError(f"{root}: no such BLiMP data directory")
+    files = sorted(root.glob("*.jsonl"))
+    if not files:
+        raise RunError(f"{root}: no *.jsonl files (expected one BLiMP paradigm per file)")
+    pairs: list[Pair] = []
+    for path in files:
+        taken = 0
+        with path.open(encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                if limit and taken >= limit:
+                    break
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise RunError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+                if not isinstance(record, dict):
+                    raise RunError(f"{path}:{number}: not a JSON object")
+                missing = [k for k in REQUIRED if not isinstance(record.get(k), str)]
+                if missing:
+                    raise RunError(f"{path}:{number}: missing text field {missing[0]!r}")
+                term = str(record.get("linguistics_term") or path.stem)
+                pairs.append(Pair(record["sentence_good"], record["sentence_bad"],
+                                  str(record.get("UID") or path.stem), PHENOMENON_ALIASES.get(term, term),
+                                  str(record.get("field", ""))))
+                taken += 1
+    if not pairs:
+        raise RunError(f"{root}: the *.jsonl files hold no pairs")
+    return pairs
+
+
+def aggregate(pairs: list[Pair], good: numpy.ndarray, bad: numpy.ndarray) -> dict[str, Any]:
+    """Accuracies from the scores of each pair's sentences: per paradigm, per phenomenon (macro over
+    its paradigms) and overall (macro over paradigms; micro alongside)."""
+    good, bad = numpy.asarray(good, numpy.float64), numpy.asarray(bad, numpy.float64)
+    paradigm_names = sorted({p.paradigm for p in pairs})
+    position = {name: i for i, name in enumerate(paradigm_names)}
+    which = numpy.array([position[p.paradigm] for p in pairs], dtype=numpy.int64)
+    correct = good > bad
+    tie = good == bad
+    n = numpy.bincount(which, minlength=len(paradigm_names))
+    n_correct = numpy.bincount(which, weights=correct, minlength=len(paradigm_names)).astype(int)
+    n_tie = numpy.bincount(which, weights=tie, minlength=len(paradigm_names)).astype(int)
+
+    paradigms: dict[str, dict[str, Any]] = {}
+    for i, name in enumerate(paradigm_names):
+        first = pairs[int(numpy.argmax(which == i))]
+        paradigms[name] = {"phenomenon": first.phenomenon, "field": first.field, "n_pairs": int(n[i]),
+                           "correct": int(n_correct[i]), "ties": int(n_tie[i]),
+                           "accuracy": n_correct[i] / n[i], "accuracy_babylm": (n_correct[i] + n_tie[i]) / n[i]}
+
+    def macro(names: list[str]) -> dict[str, Any]:
+        rows = [paradigms[p] for p in names]
+        return {"accuracy": float(numpy.mean([r["accuracy"] for r in rows])),
+                "accuracy_babylm": float(numpy.mean([r["accuracy_babylm"] for r in rows])),
+                "n_paradigms": len(rows), "n_pairs": sum(r["n_pairs"] for r in rows),
+                "ties": sum(r["ties"] for r in rows)}
+
+    phenomena = {ph: macro([p for p in paradigm_names if paradigms[p]["phenomenon"] == ph])
+                 for ph in sorted({r["phenomenon"] for r in paradigms.values()})}
+    overall = macro(paradigm_names)
+    return {**overall, "accuracy_micro": float(correct.mean()) if len(pairs) else float("nan"),
+            "identical_pairs": sum(p.good == p.bad for p in pairs),
+            "phenomena": phenomena, "paradigms": paradigms}
+
+
+def evaluate_blimp(model: GPT, tokenizer: Tokenizer, pairs: list[Pair], batch_size: int = 64,
+                   pad_side: str = "right", log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Score every pair and aggregate; adds timing and <unk> counts to ``aggregate``'s result."""
+    sequences, with_unknown = encode_sentences(tokenizer, [p.good for p in pairs] + [p.bad for p in pairs])
+    if with_unknown:
+        log(f"notice: {with_unknown} of {len(sequences)} sentences hold symbols outside the vocabulary (<unk>)")
+    report = ProgressLog(log)
+    start = time.perf_counter()
+    scores = sequence_logprobs(model, sequences, batch_size, pad_side, pad_id=tokenizer.pad_id, progress=report)
+    backend.sync()
+    seconds = time.perf_counter() - start
+    result = aggregate(pairs, scores[:len(pairs)], scores[len(pairs):])
+    n_tokens = sum(len(s) - 1 for s in sequences)
+    return {**result, "unknown_sentences": with_unknown, "scored_tokens": n_tokens, "seconds": seconds,
+            "pairs_per_second": len(pairs) / seconds if seconds > 0 else 0.0}
+
+
+class ProgressLog:
+    """Logs 'scored x/y windows' about every 10 % of the work (BLiMP on a CPU takes minutes)."""
+
+    def __init__(self, log: Callable[[str], None], steps: int = 10) -> None:
+        self.log, self.steps, self.said = log, steps, 0
+
+    def __call__(self, done: int, total: int) -> None:
+        tenth = done * self.steps // total
+        if tenth > self.said and done < total:
+            self.said = tenth
+            self.log(f"  scored {done:,}/{total:,} windows")
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:6.2f}"
+
+
+def format_blimp(result: dict[str, Any], paradigms: bool = False) -> str:
+    """The headline numbers and the phenomenon table (with ``paradigms``: every paradigm too)."""
+    lines = [f"BLiMP {result.get('data', '')}: {result['n_pairs']:,} pairs, {result['n_paradigms']} paradigms"
+             + (f" (first {result['limit']} per paradigm)" if result.get("limit") else ""),
+             f"  accuracy (macro over paradigms, ties wrong) {pct(result['accuracy'])} %",
+             f"  BabyLM-compatible (ties right)              {pct(result['accuracy_babylm'])} %",
+             f"  micro over all pairs (ties wrong)           {pct(result['accuracy_micro'])} %",
+             f"  ties {result['ties']} (identical sentences {result['identical_pairs']}); "
+             f"{result.get('pairs_per_second', 0):,.0f} pairs/s",
+             f"  {'phenomenon (macro over its paradigms)':<40} {'acc %':>6} {'babylm':>6} {'pairs':>6}"]
+    for name, r in result["phenomena"].items():
+        lines.append(f"  {name:<40} {pct(r['accuracy'])} {pct(r['accuracy_babylm'])} {r['n_pairs']:>6}")
+    if paradigms:
+        lines.append(f"  {'paradigm':<52} {'acc %':>6} {'ties':>5} {'pairs':>6}")
+        for name, r in result["paradigms"].items():
+            lines.append(f"  {name:<52} {pct(r['accuracy'])} {r['ties']:>5} {r['n_pairs']:>6}")
+    return "\n".join(lines)
+
+
+__all__ = ["Pair", "load_blimp", "aggregate", "evaluate_blimp", "format_blimp", "PHENOMENON_ALIASES"]
