@@ -66,6 +66,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--finetuned", action="store_true")
     p.add_argument("--limit", type=int, default=0, help="blimp: first N pairs of each paradigm (0: all)")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--stride", type=int, default=0, help="perplexity: sliding-window stride (0: non-overlapping windows)")
 
     p = add("delete", "remove every file of a run")
     p.add_argument("--guid", required=True)
@@ -119,7 +120,8 @@ def run(argv: list[str]) -> int:
     elif args.plan == "eval":
         from baby.evaluate.run import evaluate, format_table  # noqa: PLC0415
         result = evaluate(args.guid, args.task, data=args.data, inputs=args.input, checkpoint=args.checkpoint,
-                          root=args.root, finetuned=args.finetuned, batch_size=args.batch_size, limit=args.limit)
+                          root=args.root, finetuned=args.finetuned, batch_size=args.batch_size, limit=args.limit,
+                          stride=args.stride)
         print(format_table(result))
     elif args.plan == "delete":
         plans.delete(args.guid, root=args.root)

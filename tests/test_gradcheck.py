@@ -120,3 +120,20 @@ def test_gradcheck_catches_a_wrong_backward(device64: str) -> None:
     x = backend.xp.asarray(numpy.random.default_rng(0).standard_normal((2, 3, 6)))
     with pytest.raises(GradientMismatch):
         check_module(Broken(6), x)
+
+
+def test_cross_entropy_value_gradient_and_ignored_targets(device64: str) -> None:
+    from baby.nn.gradcheck import directional_check
+    from baby.nn.layers import log_softmax
+    xp = backend.xp
+    rng = numpy.random.default_rng(4)
+    logits = xp.asarray(rng.standard_normal((2, 5, 7)) * 3)
+    targets = xp.asarray(rng.integers(0, 7, (2, 5)))
+    targets[0, 1] = targets[1, 4] = -100
+    loss, grad = cross_entropy(logits, targets, ignore=-100)
+    keep = backend.to_host(targets) != -100
+    logp = backend.to_host(log_softmax(logits))
+    picked = numpy.take_along_axis(logp, numpy.where(keep, backend.to_host(targets), 0)[..., None], -1)[..., 0]
+    assert float(loss) == pytest.approx(-picked[keep].mean(), rel=1e-12)
+    assert float(abs(grad[0, 1]).sum()) == 0.0
+    directional_check("logits", logits, grad, lambda: float(cross_entropy(logits, targets, ignore=-100)[0]), rng)

@@ -228,19 +228,19 @@ def cross_entropy(logits: Any, targets: Any, ignore: int = -1) -> tuple[Any, Any
     xp = backend.xp
     flat = logits.reshape(-1, logits.shape[-1])
     t = targets.reshape(-1)
+    rows = xp.arange(t.shape[0])
     valid = t != ignore
     count = max(int(valid.sum()), 1)
-    shifted = flat - flat.max(axis=-1, keepdims=True)
-    e = xp.exp(shifted)
-    total = e.sum(axis=-1, keepdims=True)
     safe_t = xp.where(valid, t, 0)
-    picked = shifted[xp.arange(t.shape[0]), safe_t]
-    losses = (xp.log(total[:, 0]) - picked) * valid
-    loss = losses.sum(dtype=xp.float64) / count
-    grad = e / total
-    grad[xp.arange(t.shape[0]), safe_t] -= 1.0
-    grad *= (valid / count).astype(grad.dtype)[:, None]
-    return loss, grad.reshape(logits.shape)
+    # one (N, V) buffer, updated in place: the logits of a large vocabulary are the biggest array
+    e = flat - flat.max(axis=-1, keepdims=True)
+    picked = e[rows, safe_t]
+    xp.exp(e, out=e)
+    total = e.sum(axis=-1)
+    loss = ((xp.log(total) - picked) * valid).sum(dtype=xp.float64) / count
+    e *= ((valid / count) / total).astype(e.dtype)[:, None]  # softmax, scaled per row
+    e[rows, safe_t] -= (valid / count).astype(e.dtype)
+    return loss, e.reshape(logits.shape)
 
 
 def log_softmax(logits: Any) -> Any:
