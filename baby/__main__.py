@@ -118,11 +118,10 @@ def run(argv: list[str]) -> int:
                         args.seed, not args.no_cache, root=args.root, finetuned=args.finetuned,
                         checkpoint=args.checkpoint)
     elif args.plan == "eval":
-        from baby.evaluate.run import evaluate, format_table  # noqa: PLC0415
-        result = evaluate(args.guid, args.task, data=args.data, inputs=args.input, checkpoint=args.checkpoint,
-                          root=args.root, finetuned=args.finetuned, batch_size=args.batch_size, limit=args.limit,
-                          stride=args.stride)
-        print(format_table(result))
+        from baby.evaluate.run import evaluate  # noqa: PLC0415 - prints its table through the log
+        evaluate(args.guid, args.task, data=args.data, inputs=args.input, checkpoint=args.checkpoint,
+                 root=args.root, finetuned=args.finetuned, batch_size=args.batch_size, limit=args.limit,
+                 stride=args.stride)
     elif args.plan == "delete":
         plans.delete(args.guid, root=args.root)
     elif args.plan == "info":
