@@ -21,9 +21,9 @@ def update(text: str) -> str:
 
     def bench(m: re.Match) -> str:
         table = (ROOT / "outputs" / f"bench_{m.group(2)}.md").read_text(encoding="utf-8").strip()
-        return m.group(1) + table + m.group(3)
+        return f"{m.group(1)}\n{table}\n{m.group(4)}"
 
-    return re.sub(r"(<!-- bench:([\w-]+) -->\n)(?:.*?)(\n<!-- /bench:\2 -->)", bench, text, flags=re.S)
+    return re.sub(r"(<!-- bench:([\w-]+) -->)(.*?)(<!-- /bench:\2 -->)", lambda m: bench(m), text, flags=re.S)
 
 
 if __name__ == "__main__":
