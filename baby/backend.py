@@ -118,7 +118,14 @@ def asarray(a: Any, dtype_: Any = None) -> Any:
 def scatter_add(target: Any, index: Any, values: Any) -> None:
     """target[index] += values with repeated indices summed (plain += loses duplicates)."""
     if xp is numpy:
-        numpy.add.at(target, index, values)
+        if index.ndim == 1 and values.ndim == target.ndim == 2:
+            # rows: sort the indices and sum each run with reduceat (several times faster than add.at)
+            order = numpy.argsort(index, kind="stable")
+            sorted_index = index[order]
+            starts = numpy.flatnonzero(numpy.r_[True, sorted_index[1:] != sorted_index[:-1]])
+            target[sorted_index[starts]] += numpy.add.reduceat(values[order], starts, axis=0)
+        else:
+            numpy.add.at(target, index, values)
     else:
         import cupyx  # noqa: PLC0415 - CuPy-only helper, guarded by the xp check
         cupyx.scatter_add(target, index, values)

@@ -137,3 +137,14 @@ def test_cross_entropy_value_gradient_and_ignored_targets(device64: str) -> None
     assert float(loss) == pytest.approx(-picked[keep].mean(), rel=1e-12)
     assert float(abs(grad[0, 1]).sum()) == 0.0
     directional_check("logits", logits, grad, lambda: float(cross_entropy(logits, targets, ignore=-100)[0]), rng)
+
+
+def test_scatter_add_sums_repeated_rows() -> None:
+    rng = numpy.random.default_rng(0)
+    index = rng.integers(0, 7, 50)
+    values = rng.standard_normal((50, 3))
+    expected = numpy.zeros((7, 3))
+    numpy.add.at(expected, index, values)
+    target = numpy.zeros((7, 3))
+    backend.scatter_add(target, index, values)
+    numpy.testing.assert_allclose(target, expected, rtol=1e-12, atol=1e-12)
