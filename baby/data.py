@@ -56,12 +56,18 @@ class Batches:
     sequence: str = "pre"
 
     def starts(self, epoch: int) -> numpy.ndarray:
+        """Window starts of an epoch, in training order (kept for the epoch: batches ask per step)."""
+        cached = getattr(self, "_epoch_starts", None)
+        if cached is not None and cached[0] == epoch:
+            return cached[1]
         rng = numpy.random.default_rng([self.seed, 2, epoch])
         offset = int(rng.integers(0, self.n_ctx)) if self.sequence == "post" else 0
         starts = window_starts(len(self.tokens), self.n_ctx, offset)
         if len(starts) == 0:  # a random offset may leave no room; offset 0 always fits one window
             starts = window_starts(len(self.tokens), self.n_ctx, 0)
-        return rng.permutation(starts) if self.shuffle else starts
+        starts = rng.permutation(starts) if self.shuffle else starts
+        self._epoch_starts = (epoch, starts)
+        return starts
 
     def per_epoch(self) -> int:
         """Batches per epoch (the partial last batch is dropped: memory per step stays constant). For
