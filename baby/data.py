@@ -14,7 +14,7 @@ The order of epoch e depends only on (seed, e), so a resumed run sees exactly th
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import numpy
@@ -54,12 +54,12 @@ class Batches:
     seed: int
     shuffle: bool = True
     sequence: str = "pre"
+    _epoch_starts: tuple[int, numpy.ndarray] | None = field(default=None, init=False, repr=False)
 
     def starts(self, epoch: int) -> numpy.ndarray:
         """Window starts of an epoch, in training order (kept for the epoch: batches ask per step)."""
-        cached = getattr(self, "_epoch_starts", None)
-        if cached is not None and cached[0] == epoch:
-            return cached[1]
+        if self._epoch_starts is not None and self._epoch_starts[0] == epoch:
+            return self._epoch_starts[1]
         rng = numpy.random.default_rng([self.seed, 2, epoch])
         offset = int(rng.integers(0, self.n_ctx)) if self.sequence == "post" else 0
         starts = window_starts(len(self.tokens), self.n_ctx, offset)
