@@ -207,16 +207,28 @@ def silu_backward(x: Any, s: Any, dy: Any) -> Any:
     return dy * s * (1.0 + x * (1.0 - s))
 
 
-def softmax(x: Any, axis: int = -1) -> Any:
+def softmax_(x: Any, axis: int = -1) -> Any:
+    """Softmax in place (attention scores are the largest arrays: no copies)."""
     xp = backend.xp
-    e = xp.exp(x - x.max(axis=axis, keepdims=True))
-    e /= e.sum(axis=axis, keepdims=True)
-    return e
+    x -= x.max(axis=axis, keepdims=True)
+    xp.exp(x, out=x)
+    x /= x.sum(axis=axis, keepdims=True)
+    return x
+
+
+def softmax(x: Any, axis: int = -1) -> Any:
+    return softmax_(x.copy(), axis)
+
+
+def softmax_backward_(p: Any, dp: Any, axis: int = -1) -> Any:
+    """In place: dp becomes the gradient through p = softmax(s), p * (dp - <dp, p>)."""
+    dp -= (dp * p).sum(axis=axis, keepdims=True)
+    dp *= p
+    return dp
 
 
 def softmax_backward(p: Any, dp: Any, axis: int = -1) -> Any:
-    """Gradient through p = softmax(s): p * (dp - <dp, p>)."""
-    return p * (dp - (dp * p).sum(axis=axis, keepdims=True))
+    return softmax_backward_(p, dp.copy(), axis)
 
 
 def cross_entropy(logits: Any, targets: Any, ignore: int = -1) -> tuple[Any, Any]:
@@ -250,5 +262,5 @@ def log_softmax(logits: Any) -> Any:
 
 
 __all__ = ["Linear", "Embedding", "LayerNorm", "RMSNorm", "Dropout", "gelu", "gelu_backward", "silu",
-           "silu_backward", "sigmoid", "softmax", "softmax_backward", "cross_entropy", "log_softmax",
+           "silu_backward", "sigmoid", "softmax", "softmax_", "softmax_backward", "softmax_backward_", "cross_entropy", "log_softmax",
            "param", "normal", "Setting"]

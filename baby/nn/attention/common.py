@@ -17,7 +17,7 @@ import numpy
 from baby import backend
 from baby.nn.context import Context
 from baby.nn.core import Module
-from baby.nn.layers import Linear
+from baby.nn.layers import Linear, softmax_, softmax_backward_
 
 # ---- head reshapes --------------------------------------------------------------------------------
 
@@ -84,29 +84,13 @@ def causal_bias(n_queries: int, n_keys: int, ctx: Context | None = None, rank: i
 # ---- attention core ---------------------------------------------------------------------------------
 
 
-def softmax_rows_(s: Any) -> Any:
-    """Row softmax in place over the last axis (scores are large; no copies)."""
-    xp = backend.xp
-    s -= s.max(axis=-1, keepdims=True)
-    xp.exp(s, out=s)
-    s /= s.sum(axis=-1, keepdims=True)
-    return s
-
-
-def softmax_rows_backward_(dp: Any, p: Any) -> Any:
-    """In place: dp -> ds for p = softmax(s) over the last axis."""
-    dp -= (dp * p).sum(axis=-1, keepdims=True)
-    dp *= p
-    return dp
-
-
 def attend(q: Any, k: Any, v: Any, bias: Any, scale: float) -> tuple[Any, Any]:
     """softmax(q k^T * scale + bias) v for (..., Tq, D) queries; returns (output, probabilities).
     Leading axes broadcast, so (B, K, G, T, D) queries can share (B, K, 1, T, D) keys (gqa)."""
     s = q @ k.swapaxes(-1, -2)
     s *= scale
     s += bias
-    p = softmax_rows_(s)
+    p = softmax_(s)
     return p @ v, p
 
 
@@ -114,7 +98,7 @@ def attend_backward(dy: Any, q: Any, k: Any, v: Any, p: Any, scale: float) -> tu
     """Gradients of ``attend`` w.r.t. q, k, v, shaped like the broadcast product (a caller that
     broadcast keys over an axis sums their gradients over it)."""
     dv = p.swapaxes(-1, -2) @ dy
-    ds = softmax_rows_backward_(dy @ v.swapaxes(-1, -2), p)
+    ds = softmax_backward_(p, dy @ v.swapaxes(-1, -2))
     ds *= scale
     return ds @ k, ds.swapaxes(-1, -2) @ q, dv
 

@@ -20,8 +20,8 @@ from typing import Any
 import numpy
 
 from baby import backend
-from baby.nn.attention.common import (HeadAttention, blocked_value, cached_mask, softmax_rows_,
-                                      softmax_rows_backward_, suffix_sum, training_valid)
+from baby.nn.attention.common import HeadAttention, blocked_value, cached_mask, suffix_sum, training_valid
+from baby.nn.layers import softmax_, softmax_backward_
 from baby.nn.context import Context
 from baby.nn.core import Setting, register
 
@@ -111,7 +111,7 @@ class FocusedAttention(HeadAttention):
         s = xp.concatenate([qb @ kw.swapaxes(-1, -2), (qb * mem_kb).sum(axis=-1, keepdims=True)], axis=-1)
         s *= self.scale
         s += self.bias(c, okw, has_mem)
-        p = softmax_rows_(s)
+        p = softmax_(s)
         if valid is not None:  # padding queries output 0, as in HeadAttention
             p *= pad_time(ok, 0, tail).reshape(b, 1, nb, c, 1)
         y = p[..., :-1] @ vw + p[..., -1:] * mem_vb
@@ -144,9 +144,8 @@ class FocusedAttention(HeadAttention):
         p_win, p_mem = p[..., :-1], p[..., -1:]
         dvw = p_win.swapaxes(-1, -2) @ dyb
         dmem_v = p_mem * dyb
-        ds = softmax_rows_backward_(
-            backend.xp.concatenate([dyb @ vw.swapaxes(-1, -2), (dyb * mem_vb).sum(axis=-1, keepdims=True)],
-                                   axis=-1), p)
+        ds = softmax_backward_(p, backend.xp.concatenate(
+            [dyb @ vw.swapaxes(-1, -2), (dyb * mem_vb).sum(axis=-1, keepdims=True)], axis=-1))
         ds *= self.scale
         ds_win, ds_mem = ds[..., :-1], ds[..., -1:]
         dqb = ds_win @ kw + ds_mem * mem_kb
