@@ -21,9 +21,9 @@ import numpy
 
 from baby import backend
 from baby.nn.attention.common import HeadAttention, blocked_value, cached_mask, suffix_sum, training_valid
-from baby.nn.layers import softmax_, softmax_backward_
 from baby.nn.context import Context
 from baby.nn.core import Setting, register
+from baby.nn.layers import softmax_, softmax_backward_
 
 
 def pad_time(x: Any, before: int, after: int) -> Any:
