@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import sys
 from typing import Any
 
@@ -15,9 +14,13 @@ from baby import plans
 from baby.backend import BackendError
 from baby.config import ConfigError, parse_override
 from baby.corpus import CorpusError
+from baby.formats import FormatError
+from baby.jsonio import FileFault
 from baby.runs import RunError
+from baby.train import TrainingHalted
 
-USER_ERRORS = (ConfigError, RunError, CorpusError, BackendError)
+# Errors a user can fix; OSError too (a full disk, a read-only folder): the environment, not a bug.
+USER_ERRORS = (ConfigError, RunError, CorpusError, BackendError, FormatError, FileFault, OSError)
 BENCHES = ("train", "variants", "mqar", "scaling")
 
 
@@ -38,7 +41,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="settings JSON, e.g. configs/cpu.json")
     p.add_argument("--input", nargs="+", help=f"text files, directories or .gz files (default {plans.DEFAULT_INPUT})")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting (repeatable)")
-    p.add_argument("--resume", metavar="GUID", help="continue this run from its last checkpoint")
+    p.add_argument("--resume", metavar="GUID", help="continue this run from its last checkpoint; with --set "
+                   f"only {', '.join(plans.RESUME_SETTINGS)} may change (e.g. a lower r_learn after a "
+                   "divergence, n_steps to extend a finished run)")
 
     p = add("finetune", "train a run further on new text (writes _finetuned files)")
     p.add_argument("--guid", required=True)
@@ -102,42 +107,58 @@ def run(argv: list[str]) -> int:
     if args.plan == "bench":
         module = importlib.import_module(f"baby.bench.{args.name}")
         return int(module.main(args.args) or 0)
+    return dispatch(args)
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    """Turn the parsed command line into one call through the table of plans."""
+    common = {"root": args.root}
     if args.plan == "train":
         if args.resume:
-            if args.config or args.set:
-                raise ConfigError("--resume continues with the run's own settings: drop --config/--set")
-            plans.resume(args.resume, root=args.root)
-        else:
-            if not args.config:
-                raise ConfigError("train needs --config (e.g. configs/cpu.json) or --resume GUID")
-            plans.train(args.config, args.input, root=args.root, overrides=overrides(args.set))
+            if args.config:
+                raise ConfigError("--resume continues with the run's own settings: drop --config")
+            plans.run_plan("resume", guid=args.resume, overrides=overrides(args.set), **common)
+            return 0
+        if not args.config:
+            raise ConfigError("train needs --config (e.g. configs/cpu.json) or --resume GUID")
+        plans.run_plan("train", config=args.config, inputs=args.input, overrides=overrides(args.set), **common)
     elif args.plan == "finetune":
-        plans.finetune(args.guid, args.input, root=args.root, overrides=overrides(args.set))
+        plans.run_plan("finetune", guid=args.guid, inputs=args.input, overrides=overrides(args.set), **common)
     elif args.plan == "inference":
-        plans.inference(args.guid, args.prompt, args.max_tokens, args.temperature, args.top_k, args.top_p,
-                        args.seed, not args.no_cache, root=args.root, finetuned=args.finetuned,
-                        checkpoint=args.checkpoint)
+        plans.run_plan("inference", guid=args.guid, prompt=args.prompt, max_tokens=args.max_tokens,
+                       temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+                       use_cache=not args.no_cache, finetuned=args.finetuned, checkpoint=args.checkpoint, **common)
     elif args.plan == "eval":
-        from baby.evaluate.run import evaluate  # noqa: PLC0415 - prints its table through the log
-        evaluate(args.guid, args.task, data=args.data, inputs=args.input, checkpoint=args.checkpoint,
-                 root=args.root, finetuned=args.finetuned, batch_size=args.batch_size, limit=args.limit,
-                 stride=args.stride)
+        plans.run_plan("eval", guid=args.guid, task=args.task, data=args.data, inputs=args.input,
+                       checkpoint=args.checkpoint, finetuned=args.finetuned, batch_size=args.batch_size,
+                       limit=args.limit, stride=args.stride, **common)
     elif args.plan == "delete":
-        plans.delete(args.guid, root=args.root)
+        plans.run_plan("delete", guid=args.guid, **common)
     elif args.plan == "info":
-        data = plans.info(args.guid, root=args.root)
-        print(json.dumps(data, indent=1) if args.json else plans.format_info(data))
+        plans.run_plan("info", guid=args.guid, as_json=args.json, **common)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):  # a non-UTF-8 terminal gets replacement marks, not a crash
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="replace")
     try:
         return run(sys.argv[1:] if argv is None else argv)
+    except TrainingHalted as err:
+        print(f"error: {err}" if err.exit_status == 2 else str(err), file=sys.stderr)
+        return err.exit_status
     except USER_ERRORS as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, BrokenPipeError):
         return 130
+
+
+def one_line(err: BaseException) -> str:
+    if isinstance(err, OSError) and err.filename:
+        return f"{err.filename}: {err.strerror or err}"
+    return " ".join(str(err).split())
 
 
 if __name__ == "__main__":

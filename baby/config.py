@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
 
+from baby.jsonio import FileFault, read_json
 from baby.nn import core
 from baby.nn.core import Setting
 
@@ -112,11 +114,15 @@ def _check_type(s: Setting, value: Any) -> Any:
             return int(value)
     elif s.type is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):  # NaN would slip through every range comparison
+                raise ConfigError(f"{s.key}={value!r}: must be a finite number ({s.doc})")
             return float(value)
     elif s.type is str:
         if isinstance(value, str):
             return value
         if s.key == "s_warmup" and isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(f"{s.key}={value!r}: must be a finite number ({s.doc})")
             return value
     raise ConfigError(f"{s.key}={value!r}: expected {s.type.__name__} ({s.doc})")
 
@@ -182,6 +188,7 @@ class Config:
             except ConfigError as err:
                 raise ConfigError(f"{source}: {err}") from None
         object.__setattr__(self, "_values", merged)
+        object.__setattr__(self, "given", frozenset(values or {}))  # keys set explicitly, for notices
         try:
             self._check_relations()
         except ConfigError as err:
@@ -207,10 +214,32 @@ class Config:
             raise ConfigError(f"n_vocab={v['n_vocab']}: a bpe tokenizer needs n_vocab >= 260 (256 bytes + specials)")
         parse_warmup(v["s_warmup"], 1000)
         parse_word_counts(v["s_checkpoint_words"])
+        if v["r_top_p"] <= 0:
+            raise ConfigError("r_top_p=0: allowed (0, 1]; nucleus sampling needs some probability mass (1: off)")
         if v["r_learn_min"] > v["r_learn"]:
             raise ConfigError(f"r_learn_min={v['r_learn_min']} must not exceed r_learn={v['r_learn']}")
         if (v["d_type"] == "fp16") and v["c_device"] == "cpu":
             raise ConfigError("d_type='fp16' is GPU-only (NumPy emulates fp16 matmuls ~100x slower); use fp32 on the CPU")
+
+    def notices(self) -> list[str]:
+        """Settings given explicitly that the chosen tokenizer or variants ignore: said, never silent."""
+        v, out = self._values, []
+        if "n_vocab" in self.given and v["c_tokenizer"] != "bpe" and v["n_vocab"]:
+            out.append(f"n_vocab={v['n_vocab']} is ignored by c_tokenizer={v['c_tokenizer']!r} "
+                       "(its vocabulary is what the text has)")
+        chosen = {core.lookup("mixer", m).name for m in self.mixers}
+        if v["c_network"]:
+            chosen.add(core.lookup("network", v["c_network"]).name)
+        owners: dict[str, list[str]] = {}
+        for kind in ("mixer", "network"):
+            for entry in core.entries(kind):
+                for setting in entry.settings:
+                    owners.setdefault(setting.key, []).append(entry.name)
+        for key in sorted(self.given & set(owners)):
+            if not chosen & set(owners[key]):
+                out.append(f"{key} is ignored: it applies to {', '.join(owners[key])}, and this model uses "
+                           f"c_attention={v['c_attention']!r}, c_network={v['c_network']!r}")
+        return out
 
     # Derived values used across the package.
     @property
@@ -235,7 +264,9 @@ class Config:
         raise AttributeError("Config is immutable; use .replace(key=value)")
 
     def replace(self, **changes: Any) -> "Config":
-        return Config({**self._values, **changes})
+        out = Config({**self._values, **changes})
+        object.__setattr__(out, "given", self.given | set(changes))
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self._values)
@@ -244,14 +275,13 @@ class Config:
     def load(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> "Config":
         path = Path(path)
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: no such config file") from None
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a JSON object of settings")
-        data = data.get("settings", data)  # run configs keep settings next to runtime facts
+            data = read_json(path, "config file", strict=True)
+        except FileFault as err:
+            raise ConfigError(str(err)) from None
+        if "settings" in data:  # run configs keep settings next to runtime facts
+            data = data["settings"]
+            if not isinstance(data, dict):
+                raise ConfigError(f"{path}: 'settings' must be a JSON object of settings")
         return cls({**data, **(overrides or {})}, source=str(path))
 
 

@@ -52,12 +52,15 @@ class AdamW:
     def zero_grad(self) -> None:
         self.flat_grad.fill(0)
 
-    def clip(self, max_norm: float) -> float:
-        """Scale gradients so their global L2 norm is at most max_norm; returns the norm before."""
-        g = self.flat_grad.astype(backend.xp.float64) if self.flat_grad.dtype != backend.xp.float64 else self.flat_grad
-        norm = float(backend.xp.sqrt((g * g).sum()))
-        if max_norm > 0 and norm > max_norm:
-            self.flat_grad *= max_norm / (norm + 1e-6)
+    def clip(self, max_norm: float) -> Any:
+        """Scale gradients so their global L2 norm is at most max_norm (0: off); returns the norm
+        before, as a device scalar (no host sync: the trainer reads it at the log cadence)."""
+        xp = backend.xp
+        g = self.flat_grad.astype(xp.float64) if self.flat_grad.dtype != xp.float64 else self.flat_grad
+        norm = xp.sqrt((g * g).sum())
+        if max_norm > 0:  # factor 1 below the threshold, so the gradients stay bit for bit
+            factor = xp.minimum(1.0, max_norm / (norm + 1e-6))
+            self.flat_grad *= xp.where(norm > max_norm, factor, 1.0).astype(self.flat_grad.dtype)
         return norm
 
     def step(self, lr: float | None = None) -> None:

@@ -6,6 +6,8 @@ writes every file atomically, so a bad request never damages an existing run.
 from __future__ import annotations
 
 import datetime as _dt
+import json
+import math
 from pathlib import Path
 from typing import Any, Callable
 
@@ -13,15 +15,20 @@ import numpy
 
 from baby import backend
 from baby.config import Config, ConfigError
-from baby.corpus import count_words, encode_documents, fingerprint, read_documents
-from baby.data import split_stream
+from baby.corpus import CorpusError, count_words, encode_documents, fingerprint, read_documents
+from baby.data import Batches, split_stream
+from baby.formats import FormatError, checkpoint_to_dict, load_weights, model_to_dict, model_vocab, read_checkpoint
 from baby.generate import generate
+from baby.jsonio import FileFault
 from baby.nn.model import GPT
-from baby.runs import RunError, RunStore, decode_tensor, encode_tensor, new_guid
-from baby.tokenizers import Tokenizer, tokenizer_from_dict, train_tokenizer
-from baby.train import Trainer, unigram_entropy
+from baby.runs import RunError, RunStore, new_guid
+from baby.tokenizers import Tokenizer, tokenizer_digest, tokenizer_from_dict, train_tokenizer
+from baby.train import Trainer, schedule, unigram_entropy
 
 Log = Callable[[str], None]
+
+__all__ = ["train", "resume", "finetune", "inference", "delete", "info", "evaluate", "PLANS", "run_plan",
+           "model_to_dict", "load_weights", "Run", "RESUME_SETTINGS", "format_info"]
 
 
 def say(line: str) -> None:
@@ -31,6 +38,10 @@ def say(line: str) -> None:
 
 DEFAULT_INPUT = "inputs/shakespeare.txt"
 FINETUNED = "_finetuned"
+# Settings that may change when a run is resumed: they steer the rest of the schedule and the
+# bookkeeping, never the model or the data, so the checkpoint stays valid.
+RESUME_SETTINGS = ("r_learn", "r_learn_min", "s_warmup", "r_clip", "n_steps", "n_epochs", "n_eval_every",
+                   "n_log_every", "n_checkpoint_every", "c_device_cpu_cores", "n_sample_tokens")
 
 
 # ---- building blocks --------------------------------------------------------------------------------
@@ -45,26 +56,6 @@ def as_config(config: Config | dict[str, Any] | str | Path, overrides: dict[str,
 
 def select_backend(cfg: Config) -> None:
     backend.use(cfg.c_device, cfg.c_device_cpu_cores, cfg.c_device_gpu_core, cfg.c_device_gpu_tensor, cfg.d_type)
-
-
-def model_to_dict(model: GPT) -> dict[str, Any]:
-    return {"format": "baby-model/1", "n_vocab": model.n_vocab,
-            "tensors": {name: encode_tensor(backend.to_host(p.data)) for name, p in model.named_parameters()}}
-
-
-def load_weights(model: GPT, data: dict[str, Any], where: str) -> None:
-    tensors = data.get("tensors")
-    if data.get("format") != "baby-model/1" or not isinstance(tensors, dict):
-        raise RunError(f"{where}: not a baby model file")
-    params = dict(model.named_parameters())
-    if set(tensors) != set(params):
-        missing, extra = sorted(set(params) - set(tensors)), sorted(set(tensors) - set(params))
-        raise RunError(f"{where}: tensors do not match the config (missing {missing[:3]}, unexpected {extra[:3]})")
-    for name, p in params.items():
-        array = decode_tensor(tensors[name], f"{where}: {name}")
-        if tuple(array.shape) != p.shape:
-            raise RunError(f"{where}: {name} has shape {array.shape}, the config needs {p.shape}")
-        p.data[...] = backend.asarray(array.astype(p.data.dtype))
 
 
 def sampling_ids(tokenizer: Tokenizer) -> dict[str, tuple[int, ...]]:
@@ -85,8 +76,30 @@ def completion_record(tokenizer: Tokenizer, prompt: str, gen: Any, max_tokens: i
             "created": _dt.datetime.now().isoformat(timespec="seconds")}
 
 
+def token_split(cfg: Config, tokens: numpy.ndarray) -> tuple[numpy.ndarray, numpy.ndarray]:
+    try:
+        return split_stream(tokens, cfg.r_split, cfg.n_ctx)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
+def check_schedule(cfg: Config, train_tokens: numpy.ndarray) -> None:
+    """A warmup that never ends before the run does is a mistake worth refusing before any work."""
+    plan = schedule(cfg, Batches(train_tokens, cfg.n_ctx, cfg.batch_size, cfg.seed, cfg.c_shuffle, cfg.c_sequence))
+    if plan.warmup and plan.warmup >= plan.total_steps:
+        raise ConfigError(f"s_warmup={cfg.s_warmup!r} gives {plan.warmup} warmup steps for a run of "
+                          f"{plan.total_steps}: the learning rate would never reach r_learn; use a shorter "
+                          "s_warmup (e.g. auto or 0.05)")
+
+
+def resume_command(guid: str, root: str | Path) -> str:
+    where = "" if Path(root) == Path(".") else f" --root {root}"
+    return f"python -m baby train --resume {guid}{where}"
+
+
 class Run:
-    """A GUID's saved files, loaded: config, tokenizer and (lazily) the model."""
+    """A GUID's saved files, loaded and checked: config, tokenizer and (lazily) the model. Every
+    damaged file is refused with one line naming it."""
 
     def __init__(self, store: RunStore, guid: str, suffix: str = "") -> None:
         self.store, self.guid, self.suffix = store, guid, suffix
@@ -94,9 +107,31 @@ class Run:
             what = "finetuned run" if suffix == FINETUNED else "run"
             raise RunError(f"no {what} {guid} under {store.root.resolve()} "
                            f"(missing {store.path('config', guid, suffix).name})")
+        store.clean_orphans(guid)
+        config_path = store.path("config", guid, suffix)
         self.record = store.read("config", guid, suffix)
-        self.cfg = Config(self.record.get("settings", {}), source=str(store.path("config", guid, suffix)))
-        self.tokenizer = tokenizer_from_dict(store.read("tokenizer", guid, suffix))
+        settings, runtime = self.record.get("settings"), self.record.get("runtime", {})
+        if not isinstance(settings, dict) or not isinstance(runtime, dict):
+            raise RunError(f"{config_path}: not a run config (needs 'settings' and 'runtime' objects)")
+        self.cfg = Config(settings, source=str(config_path))
+        token_path = store.path("tokenizer", guid, suffix)
+        try:
+            self.tokenizer = tokenizer_from_dict(store.read("tokenizer", guid, suffix))
+        except (ValueError, TypeError, KeyError, IndexError) as err:
+            if isinstance(err, (FileFault, RunError)):
+                raise
+            raise RunError(f"{token_path}: not a usable tokenizer ({err})") from None
+        if self.tokenizer.kind != self.cfg.c_tokenizer:
+            raise RunError(f"{token_path}: a {self.tokenizer.kind} tokenizer, but the config says "
+                           f"c_tokenizer={self.cfg.c_tokenizer!r}")
+        digest = runtime.get("tokenizer_sha256")
+        if digest and digest != tokenizer_digest(self.tokenizer):
+            raise RunError(f"{token_path}: edited since the run was trained (its sha256 differs from "
+                           f"{config_path.name}); its ids would decode to wrong text")
+        n_vocab = runtime.get("n_vocab")
+        if isinstance(n_vocab, int) and n_vocab != self.tokenizer.n_vocab:
+            raise RunError(f"{token_path}: {self.tokenizer.n_vocab} ids, but {config_path.name} records "
+                           f"n_vocab {n_vocab}")
 
     def model(self, checkpoint: str = "", cfg: Config | None = None) -> GPT:
         """The saved weights in a model built from ``cfg`` (default: the run's own settings; finetune
@@ -105,9 +140,20 @@ class Run:
         select_backend(cfg)
         suffix = f"_chck_{checkpoint}" if checkpoint else self.suffix
         path = self.store.path("model", self.guid, suffix)
-        data = self.store.read("model", self.guid, suffix)
-        model = GPT(cfg, int(data.get("n_vocab", self.tokenizer.n_vocab)))
-        load_weights(model, data, str(path))
+        if checkpoint and not path.exists():
+            found = sorted(p.stem.split("_chck_")[1] for p in self.store.files(self.guid) if "_chck_" in p.name)
+            raise RunError(f"run {self.guid} has no learning-curve checkpoint {checkpoint!r} "
+                           f"(it has: {', '.join(found) or 'none'})")
+        return self.model_from(self.store.read("model", self.guid, suffix), str(path), cfg)
+
+    def model_from(self, data: Any, where: str, cfg: Config | None = None) -> GPT:
+        """A model built from ``cfg`` with the weights of a model file's content, all of it checked."""
+        n_vocab = model_vocab(data, where)
+        if n_vocab != self.tokenizer.n_vocab:
+            raise RunError(f"{where}: a model of {n_vocab} ids, but the tokenizer "
+                           f"{self.store.path('tokenizer', self.guid, self.suffix).name} has {self.tokenizer.n_vocab}")
+        model = GPT(cfg or self.cfg, n_vocab)
+        load_weights(model, data, where)
         return model
 
 
@@ -116,7 +162,8 @@ class Run:
 def train(config: Config | dict[str, Any] | str | Path, inputs: list[str] | None = None,
           root: str | Path = ".", overrides: dict[str, Any] | None = None, log: Log = say,
           stop_at: int | None = None) -> str:
-    """Train a new model; returns its GUID. ``stop_at`` interrupts after that step (tests)."""
+    """Train a new model; returns its GUID. ``stop_at`` interrupts after that step (tests).
+    Everything that can be refused is refused before the first file is written."""
     cfg = as_config(config, overrides)
     store = RunStore(root)
     inputs = [str(p) for p in (inputs or [DEFAULT_INPUT])]
@@ -124,14 +171,23 @@ def train(config: Config | dict[str, Any] | str | Path, inputs: list[str] | None
     select_backend(cfg)
     tokenizer = train_tokenizer(cfg.c_tokenizer, "\n".join(docs), n_vocab=cfg.n_vocab)
     tokens, unknown = encode_documents(tokenizer, docs)
-    train_tokens, val_tokens = split_stream(tokens, cfg.r_split, cfg.n_ctx)
+    train_tokens, val_tokens = token_split(cfg, tokens)
+    check_schedule(cfg, train_tokens)
+    store.check_writable()
+    notices = cfg.notices()
+    if cfg.c_tokenizer == "bpe" and tokenizer.n_vocab < cfg.n_vocab:
+        notices.append(f"n_vocab={cfg.n_vocab}: the text allows only {tokenizer.n_vocab} ids "
+                       "(no pair is left to merge); the model uses that many")
+    for line in notices:
+        log(f"notice: {line}")
     guid = new_guid()
     model = GPT(cfg, tokenizer.n_vocab)
     record = {"guid": guid, "settings": cfg.to_dict(), "runtime": {
         "inputs": inputs, "input_sha256": fingerprint(docs), "words": count_words(docs),
         "tokens": int(len(tokens)), "train_tokens": int(len(train_tokens)), "val_tokens": int(len(val_tokens)),
-        "unknown_tokens": unknown, "n_vocab": tokenizer.n_vocab, "n_params": model.n_params(),
-        "n_bytes": model.n_bytes(), "device": backend.device_name, "versions": backend.versions(),
+        "unknown_tokens": unknown, "n_vocab": tokenizer.n_vocab, "tokenizer_sha256": tokenizer_digest(tokenizer),
+        "n_params": model.n_params(), "n_bytes": model.n_bytes(), "device": backend.device_name,
+        "versions": backend.versions(), "notices": notices,
         "created": _dt.datetime.now().isoformat(timespec="seconds")}}
     store.write("tokenizer", guid, tokenizer.to_dict())
     store.write("config", guid, record)
@@ -140,37 +196,54 @@ def train(config: Config | dict[str, Any] | str | Path, inputs: list[str] | None
     return _train_and_finish(store, guid, cfg, tokenizer, model, train_tokens, val_tokens, log, stop_at)
 
 
-def resume(guid: str, root: str | Path = ".", log: Log = say, stop_at: int | None = None) -> str:
-    """Continue an interrupted run from its last checkpoint, on the same text."""
+def resume(guid: str, root: str | Path = ".", log: Log = say, stop_at: int | None = None,
+           overrides: dict[str, Any] | None = None) -> str:
+    """Continue a run from its last checkpoint, on the same text. ``overrides`` may change only
+    RESUME_SETTINGS (e.g. a lower r_learn after a divergence, or n_steps to extend a finished run)."""
     store = RunStore(root)
     run = Run(store, guid)
+    overrides = dict(overrides or {})
+    refused = sorted(set(overrides) - set(RESUME_SETTINGS))
+    if refused:
+        raise ConfigError(f"--set {refused[0]}: cannot change when resuming; allowed: {', '.join(RESUME_SETTINGS)}")
+    cfg = run.cfg.replace(**overrides) if overrides else run.cfg
     path = store.path("checkpoint", guid)
     if not path.exists():
         done = store.path("model", guid).exists()
-        raise RunError(f"run {guid} has no checkpoint to resume" + (" (it finished training)" if done else ""))
+        raise RunError(f"run {guid} has no checkpoint to resume" + (
+            " (it finished before runs kept their final checkpoint)" if done else "; it is not resumable: delete it"))
     runtime = run.record["runtime"]
+    model_data, state = read_checkpoint(store.read("checkpoint", guid), str(path))
     docs = read_documents(runtime["inputs"])
     if fingerprint(docs) != runtime["input_sha256"]:
         raise RunError(f"the input {runtime['inputs']} changed since run {guid} started; cannot resume exactly")
-    select_backend(run.cfg)
+    select_backend(cfg)
     tokens, _ = encode_documents(run.tokenizer, docs)
-    train_tokens, val_tokens = split_stream(tokens, run.cfg.r_split, run.cfg.n_ctx)
-    checkpoint = store.read("checkpoint", guid)
-    model = GPT(run.cfg, run.tokenizer.n_vocab)
-    load_weights(model, checkpoint["model"], str(path))
-    log(f"resuming run {guid} at step {checkpoint['trainer']['step']}")
-    return _train_and_finish(store, guid, run.cfg, run.tokenizer, model, train_tokens, val_tokens, log,
-                             stop_at, checkpoint["trainer"])
+    train_tokens, val_tokens = token_split(cfg, tokens)
+    total = schedule(cfg, Batches(train_tokens, cfg.n_ctx, cfg.batch_size, cfg.seed, cfg.c_shuffle,
+                                  cfg.c_sequence)).total_steps
+    step = state["step"]
+    if step >= total:
+        finished = store.path("model", guid).exists()
+        what = (f"run {guid} finished training at step {step} (its final checkpoint is kept)" if finished and step == total
+                else f"the checkpoint {path.name} is at step {step}, past the run's end at step {total}")
+        raise RunError(f"{what}: extend it with --set n_steps=N (N > {step}); nothing was changed")
+    model = run.model_from(model_data, str(path), cfg)
+    store.check_writable()
+    if overrides:
+        history = list(runtime.get("resumed", [])) + [{"step": step, "set": overrides}]
+        store.write("config", guid, {**run.record, "settings": cfg.to_dict(), "runtime": {**runtime, "resumed": history}})
+        log(f"resuming with {', '.join(f'{k}={v!r}' for k, v in overrides.items())}")
+    log(f"resuming run {guid} at step {step} of {total}")
+    return _train_and_finish(store, guid, cfg, run.tokenizer, model, train_tokens, val_tokens, log,
+                             stop_at, state)
 
 
 def _train_and_finish(store: RunStore, guid: str, cfg: Config, tokenizer: Tokenizer, model: GPT,
                       train_tokens: numpy.ndarray, val_tokens: numpy.ndarray, log: Log,
                       stop_at: int | None, state: dict[str, Any] | None = None, suffix: str = "") -> str:
     def save_checkpoint(trainer_state: dict[str, Any]) -> None:
-        for key in ("adam_m", "adam_v"):
-            trainer_state[key] = encode_tensor(trainer_state[key])
-        store.write("checkpoint", guid, {"format": "baby-checkpoint/1", "model": model_to_dict(model),
-                                         "trainer": trainer_state})
+        store.write("checkpoint", guid, checkpoint_to_dict(model, trainer_state))
 
     def save_word_checkpoint(label: str) -> None:
         store.write("model", guid, model_to_dict(model), f"{suffix}_chck_{label}" if suffix else f"_chck_{label}")
@@ -179,14 +252,14 @@ def _train_and_finish(store: RunStore, guid: str, cfg: Config, tokenizer: Tokeni
     trainer = Trainer(cfg, model, train_tokens, val_tokens, log=log,
                       checkpoint=save_checkpoint if not suffix else None,
                       words_per_token=words / max(len(train_tokens), 1),
-                      on_words=save_word_checkpoint if not suffix else None)
+                      on_words=save_word_checkpoint if not suffix else None,
+                      resume_hint=resume_command(guid, store.root) if not suffix else "")
     if state is not None:
-        state = dict(state)
-        for key in ("adam_m", "adam_v"):
-            state[key] = decode_tensor(state[key], f"checkpoint {key}")
         trainer.load_state_dict(state)
     summary = trainer.run(stop_at=stop_at)
     store.write("model", guid, model_to_dict(model), suffix)
+    if not suffix:  # kept, so that the run can be extended: train --resume G --set n_steps=N
+        save_checkpoint(trainer.state_dict())
     flops = model.flops_per_token()
     report = {"guid": guid, "n_params": model.n_params(), "n_bytes": model.n_bytes(),
               "flops_per_token": flops, "unigram_entropy": unigram_entropy(train_tokens),
@@ -196,8 +269,6 @@ def _train_and_finish(store: RunStore, guid: str, cfg: Config, tokenizer: Tokeni
                    cfg.r_top_p, seed=cfg.seed, **sampling_ids(tokenizer))
     store.write("completion", guid, completion_record(tokenizer, "", gen, cfg.n_sample_tokens, {
         "temperature": cfg.r_sample_temp, "top_k": cfg.n_top_k, "top_p": cfg.r_top_p, "seed": cfg.seed}), suffix)
-    if not suffix:
-        store.path("checkpoint", guid).unlink(missing_ok=True)
     log(f"validation loss {summary['final_val_loss']:.4f} (unigram entropy {report['unigram_entropy']:.4f}); "
         f"{summary['tokens_per_second']:,.0f} tokens/s; {summary['train_seconds']:.1f} s training")
     log("completion: " + tokenizer.decode(gen.tokens)[:300].replace("\n", "\n  "))
@@ -218,9 +289,9 @@ def finetune(guid: str, inputs: list[str], root: str | Path = ".", overrides: di
     model = run.model(cfg=cfg)
     tokenizer = run.tokenizer
     added = tokenizer.extend("\n".join(docs))
-    if added:
-        model.grow_vocab(tokenizer.n_vocab, seed=cfg.seed + 1)
-        log(f"vocabulary grew by {added} to {tokenizer.n_vocab}")
+    tokens, unknown = encode_documents(tokenizer, docs)
+    train_tokens, val_tokens = token_split(cfg, tokens)
+    check_schedule(cfg, train_tokens)
     if getattr(cfg, "c_freeze_base", False):  # LoRA finetuning: only the low-rank matrices train
         for name, p in model.named_parameters():
             p.frozen = "lora_" not in name
@@ -228,12 +299,15 @@ def finetune(guid: str, inputs: list[str], root: str | Path = ".", overrides: di
         if not trainable:
             raise ConfigError("c_freeze_base=true leaves nothing to train: the model has no lor network")
         log(f"frozen base: {trainable:,} of {model.n_params():,} parameters train")
-    tokens, unknown = encode_documents(tokenizer, docs)
-    train_tokens, val_tokens = split_stream(tokens, cfg.r_split, cfg.n_ctx)
+    store.check_writable()
+    if added:
+        model.grow_vocab(tokenizer.n_vocab, seed=cfg.seed + 1)
+        log(f"vocabulary grew by {added} to {tokenizer.n_vocab}")
     record = {"guid": guid, "settings": cfg.to_dict(), "runtime": {
         **run.record.get("runtime", {}), "finetuned_from": str(store.path("model", guid)),
         "finetune_inputs": [str(p) for p in inputs], "finetune_words": count_words(docs),
-        "n_vocab": tokenizer.n_vocab, "n_params": model.n_params(), "n_bytes": model.n_bytes(),
+        "n_vocab": tokenizer.n_vocab, "tokenizer_sha256": tokenizer_digest(tokenizer),
+        "n_params": model.n_params(), "n_bytes": model.n_bytes(),
         "unknown_tokens": unknown, "created": _dt.datetime.now().isoformat(timespec="seconds")}}
     store.write("tokenizer", guid, tokenizer.to_dict(), FINETUNED)
     store.write("config", guid, record, FINETUNED)
@@ -243,14 +317,36 @@ def finetune(guid: str, inputs: list[str], root: str | Path = ".", overrides: di
 
 # ---- inference ----------------------------------------------------------------------------------------
 
+def check_sampling(temperature: float, top_k: int, top_p: float, seed: int | None, max_tokens: int) -> None:
+    checks = [
+        (isinstance(max_tokens, int) and max_tokens >= 0, f"--max-tokens={max_tokens!r}: must be an integer >= 0"),
+        (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature >= 0,
+         f"--temperature={temperature!r}: must be a finite number >= 0 (0: greedy)"),
+        (isinstance(top_p, (int, float)) and math.isfinite(top_p) and 0 < top_p <= 1,
+         f"--top-p={top_p!r}: allowed 0 < top-p <= 1 (1: off)"),
+        (isinstance(top_k, int) and top_k >= 0, f"--top-k={top_k!r}: must be an integer >= 0 (0: off)"),
+        (seed is None or (isinstance(seed, int) and 0 <= seed < 2 ** 63), f"--seed={seed!r}: must be an integer >= 0"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
+def check_text(text: str, what: str) -> None:
+    """Text must be encodable: lone surrogates (from undecodable command-line bytes) are not characters."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ConfigError(f"{what}: not valid Unicode at character {err.start} (a lone surrogate; "
+                          "was it typed in a non-UTF-8 terminal?)") from None
+
+
 def inference(guid: str, prompt: str = "", max_tokens: int = 200, temperature: float = 0.8, top_k: int = 0,
               top_p: float = 1.0, seed: int | None = None, use_cache: bool = True, root: str | Path = ".",
               finetuned: bool = False, checkpoint: str = "", log: Log = say) -> dict[str, Any]:
     store = RunStore(root)
-    if max_tokens < 0:
-        raise ConfigError(f"--max-tokens={max_tokens}: must be >= 0")
-    if temperature < 0 or not 0 < top_p <= 1 or top_k < 0:
-        raise ConfigError("sampling: temperature >= 0, 0 < top-p <= 1 and top-k >= 0 are allowed")
+    check_sampling(temperature, top_k, top_p, seed, max_tokens)
+    check_text(prompt, "--prompt")
     run = Run(store, guid, FINETUNED if finetuned else "")
     model = run.model(checkpoint)
     ids = list(run.tokenizer.encode(prompt)) if prompt else empty_prompt(run.tokenizer)
@@ -264,28 +360,70 @@ def inference(guid: str, prompt: str = "", max_tokens: int = 200, temperature: f
     record = completion_record(run.tokenizer, prompt, gen, max_tokens, {
         "temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed,
         "finetuned": finetuned, "checkpoint": checkpoint or None})
-    stamp = _dt.datetime.now()
-    while (path := store.path("completion", guid, "_" + stamp.strftime("%Y%m%d%H%M%S"))).exists():
-        stamp += _dt.timedelta(seconds=1)  # two completions in one second keep both files
-    store.write("completion", guid, record, path.stem[len(f"completion_{guid}"):])
     log(prompt + record["completion"])
+    try:
+        path = save_completion(store, guid, record, finetuned)
+    except (FileFault, OSError) as err:  # the text was printed; say that it was not kept
+        log(f"notice: the completion was not saved ({err})")
+        record["path"] = None
+        return record
     log(f"{len(gen.tokens)} tokens in {gen.seconds:.2f} s ({gen.tokens_per_second:,.1f} tokens/s, "
         f"cache {'on' if use_cache else 'off'}) -> {path}")
     record["path"] = str(path)
     return record
 
 
+def save_completion(store: RunStore, guid: str, record: dict[str, Any], finetuned: bool) -> Path:
+    """outputs/completion_<guid>[_finetuned]_<stamp>.json, created exclusively: inferences started in
+    the same second each keep their own file (the stamp moves on by a second per collision)."""
+    stamp = _dt.datetime.now()
+    base = FINETUNED if finetuned else ""
+    for _ in range(10_000):
+        suffix = f"{base}_{stamp.strftime('%Y%m%d%H%M%S')}"
+        if store.create("completion", guid, record, suffix):
+            return store.path("completion", guid, suffix)
+        stamp += _dt.timedelta(seconds=1)
+    raise RunError(f"no free completion file name for run {guid}")
+
+
 # ---- delete / info ------------------------------------------------------------------------------------
 
 def delete(guid: str, root: str | Path = ".", log: Log = say) -> list[Path]:
+    """Remove every file of a run (and the temp files of killed writes); checks first that each can
+    be removed, so a failure never leaves a half-deleted run."""
     store = RunStore(root)
-    files = store.files(guid)
+    files = store.files(guid) + store.orphans(guid)
     if not files:
         raise RunError(f"no files of run {guid} under {store.root.resolve()}")
+    store.check_removable(files)
     for p in files:
-        p.unlink()
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            continue  # removed meanwhile (a concurrent delete)
         log(f"removed {p}")
     return files
+
+
+def state_of(store: RunStore, guid: str, cfg: Config | None = None) -> dict[str, Any]:
+    """Where a run stands: finished (extendable), interrupted (resumable) or not resumable."""
+    checkpoint, model = store.path("checkpoint", guid), store.path("model", guid)
+    step = None
+    if checkpoint.exists():
+        try:
+            _, trainer = read_checkpoint(store.read("checkpoint", guid), str(checkpoint))
+            step = trainer["step"]
+        except (RunError, FormatError, FileFault) as err:
+            return {"state": "checkpoint damaged", "detail": str(err)}
+    resume = resume_command(guid, store.root)
+    if model.exists():
+        out = {"state": "finished", "steps": step}
+        if step is not None:
+            out["extend"] = f"{resume} --set n_steps=N (N > {step})"
+        return out
+    if step is not None:
+        return {"state": "interrupted, resumable", "steps": step, "resume": resume}
+    return {"state": "not resumable; delete it", "detail": "killed before its first checkpoint"}
 
 
 def info(guid: str, root: str | Path = ".") -> dict[str, Any]:
@@ -300,6 +438,7 @@ def info(guid: str, root: str | Path = ".") -> dict[str, Any]:
         "n_params": model.n_params(), "n_bytes": model.n_bytes(), "n_vocab": run.tokenizer.n_vocab,
         "flops_per_token": {"training": flops["training"], "inference": flops["forward"]},
         "files": {p.name: p.stat().st_size for p in store.files(guid)},
+        "status": state_of(store, guid),
     }
     report_path = store.path("report", guid)
     if report_path.exists():
@@ -307,14 +446,15 @@ def info(guid: str, root: str | Path = ".") -> dict[str, Any]:
         out["training"] = {k: r.get(k) for k in ("steps", "epochs", "tokens_trained", "train_seconds",
                                                  "tokens_per_second", "achieved_gflops", "final_train_loss",
                                                  "final_val_loss", "best_val_loss", "unigram_entropy")}
-    elif store.path("checkpoint", guid).exists():
-        out["training"] = {"status": "interrupted; resume with: python -m baby train --resume " + guid}
     out["checkpoints"] = sorted(p.stem.split("_chck_")[1] for p in store.files(guid) if "_chck_" in p.name)
     return out
 
 
 def format_info(data: dict[str, Any]) -> str:
+    status = data.get("status", {})
     lines = [f"run {data['guid']}",
+             f"  status            {status.get('state', '?')}"
+             + "".join(f"; {k} {v}" for k, v in status.items() if k != "state" and v is not None),
              f"  parameters        {data['n_params']:,} ({data['n_bytes'] / 2**20:.2f} MiB)",
              f"  vocabulary        {data['n_vocab']}",
              f"  FLOPs per token   training {data['flops_per_token']['training']:,.0f}, "
@@ -329,3 +469,31 @@ def format_info(data: dict[str, Any]) -> str:
     if data.get("checkpoints"):
         lines.append("  learning-curve checkpoints: " + ", ".join(data["checkpoints"]))
     return "\n".join(lines)
+
+
+# ---- the table of plans: the CLI and the notebook both dispatch through it ----------------------------
+
+def evaluate(guid: str, task: str, **options: Any) -> dict[str, Any]:
+    """Score a run (BLiMP minimal pairs or held-out perplexity); see ``baby.evaluate.run.evaluate``."""
+    from baby.evaluate.run import evaluate as run_evaluation  # noqa: PLC0415 - it builds on this module
+
+    return run_evaluation(guid, task, **options)
+
+
+def info_plan(guid: str, root: str | Path = ".", as_json: bool = False, log: Log = say) -> dict[str, Any]:
+    data = info(guid, root=root)
+    log(json.dumps(data, indent=1) if as_json else format_info(data))
+    return data
+
+
+PLANS: dict[str, Callable[..., Any]] = {
+    "train": train, "resume": resume, "finetune": finetune, "inference": inference,
+    "eval": evaluate, "delete": delete, "info": info_plan,
+}
+
+
+def run_plan(plan: str, **arguments: Any) -> Any:
+    """Run one plan by name with its keyword arguments: ``run_plan("inference", guid=g, prompt="A")``."""
+    if plan not in PLANS:
+        raise ConfigError(f"plan={plan!r}: allowed {', '.join(PLANS)}")
+    return PLANS[plan](**arguments)

@@ -1,11 +1,12 @@
-"""The run store: where a GUID's files live, atomic JSON writes, and lossless, fast tensor files.
+"""The run store: where a GUID's files live, and the checks that keep them whole (atomic JSON writes
+and strict reads live in ``jsonio``, the model and checkpoint formats in ``formats``).
 
 Layout under a root directory (default: the current directory)::
 
     configs/config_<guid>[_finetuned].json        settings + runtime facts
     tokenizers/tokenizer_<guid>[_finetuned].json  vocabulary
     models/model_<guid>[_finetuned|_chck_<n>].json weights (base64 of raw little-endian bytes)
-    models/checkpoint_<guid>.json                 resumable state while a run trains
+    models/checkpoint_<guid>.json                 resumable state (kept after the end: extendable)
     outputs/report_<guid>[_finetuned].json        training analysis
     outputs/completion_<guid>[_finetuned|_<yyyymmddhhmmss>].json
 
@@ -13,25 +14,23 @@ A GUID is validated before any path is built from it; nothing here unpickles any
 """
 from __future__ import annotations
 
-import base64
-import json
 import os
 import re
-import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
 
-import numpy
+from baby.jsonio import FileFault, orphan_temps, probe_writable, read_json, write_json  # noqa: F401 - re-exported
 
-GUID = re.compile(r"^[0-9a-f]{32}$")
+GUID = re.compile(r"[0-9a-f]{32}")
 FOLDERS = {"config": "configs", "tokenizer": "tokenizers", "model": "models", "checkpoint": "models",
            "report": "outputs", "completion": "outputs", "eval": "outputs"}
-SUFFIX = re.compile(r"^(|_finetuned|_\d{14}|_chck_[0-9A-Za-z.]+|_finetuned_\d{14})$")
+SUFFIX = re.compile(r"(|_finetuned|_\d{14}|_chck_[0-9A-Za-z.]+|_finetuned_\d{14})")
 
 
-class RunError(ValueError):
-    """A GUID, run file or path that cannot be used; the message says which and why."""
+# A GUID, run file or path that cannot be used; the message says which and why. One kind with the
+# file faults of jsonio (and formats' FormatError), so callers catch one error for "this file is bad".
+RunError = FileFault
 
 
 def new_guid() -> str:
@@ -39,7 +38,7 @@ def new_guid() -> str:
 
 
 def check_guid(guid: str) -> str:
-    if not isinstance(guid, str) or not GUID.match(guid):
+    if not isinstance(guid, str) or not GUID.fullmatch(guid):
         raise RunError(f"GUID {guid!r} is not valid: expected 32 lowercase hex characters")
     return guid
 
@@ -52,9 +51,12 @@ class RunStore:
         check_guid(guid)
         if kind not in FOLDERS:
             raise RunError(f"unknown run file kind {kind!r}")
-        if not SUFFIX.match(suffix):
+        if not SUFFIX.fullmatch(suffix):
             raise RunError(f"bad run file suffix {suffix!r}")
         return self.root / FOLDERS[kind] / f"{kind}_{guid}{suffix}.json"
+
+    def folders(self) -> list[Path]:
+        return [self.root / f for f in sorted(set(FOLDERS.values()))]
 
     def files(self, guid: str) -> list[Path]:
         """Every file of this GUID (finetuned, timestamped and checkpoint ones too), nothing else."""
@@ -67,69 +69,56 @@ class RunStore:
             prefix = f"{kind}_{guid}"
             for p in directory.glob(f"{prefix}*.json"):
                 rest = p.name[len(prefix):-len(".json")]
-                if SUFFIX.match(rest):
+                if SUFFIX.fullmatch(rest):
                     found.append(p)
         return sorted(set(found))
+
+    def orphans(self, guid: str) -> list[Path]:
+        """Temp files of this run left by a writer that was killed mid-write."""
+        check_guid(guid)
+        return sorted({p for kind, folder in FOLDERS.items()
+                       for p in orphan_temps(self.root / folder, f"{kind}_{guid}")})
+
+    def clean_orphans(self, guid: str) -> int:
+        removed = 0
+        for p in self.orphans(guid):
+            try:
+                p.unlink()
+                removed += 1
+            except OSError:
+                pass  # left for delete, which reports what it cannot remove
+        return removed
 
     def exists(self, guid: str, suffix: str = "") -> bool:
         return self.path("config", guid, suffix).exists()
 
     def read(self, kind: str, guid: str, suffix: str = "") -> dict[str, Any]:
-        return read_json(self.path(kind, guid, suffix))
+        return read_json(self.path(kind, guid, suffix), f"{kind} file")
 
     def write(self, kind: str, guid: str, data: dict[str, Any], suffix: str = "") -> Path:
         path = self.path(kind, guid, suffix)
         write_json(path, data)
         return path
 
+    def create(self, kind: str, guid: str, data: dict[str, Any], suffix: str = "") -> bool:
+        """Write a new file only if none exists under that name (concurrent writers each keep theirs)."""
+        return write_json(self.path(kind, guid, suffix), data, exclusive=True)
+
+    def check_writable(self, kinds: tuple[str, ...] = tuple(FOLDERS)) -> None:
+        """Fail now, before any work, if a folder that will be written cannot be."""
+        for folder in sorted({FOLDERS[k] for k in kinds}):
+            probe_writable(self.root / folder)
+
+    def check_removable(self, paths: list[Path]) -> None:
+        """Every path can be unlinked: its folder is writable and not on a read-only mount."""
+        for folder in sorted({p.parent for p in paths}):
+            read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+            if read_only or not os.access(folder, os.W_OK | os.X_OK):
+                raise RunError(f"{folder}: cannot remove files here ({'read-only file system' if read_only else 'permission denied'}); nothing was removed")
+
     def guids(self) -> list[str]:
         directory = self.root / "configs"
         if not directory.is_dir():
             return []
         out = {p.stem.split("_")[1] for p in directory.glob("config_*.json")}
-        return sorted(g for g in out if GUID.match(g))
-
-
-def write_json(path: Path, data: Any, indent: int | None = 1) -> None:
-    """Write JSON atomically: a temp file in the same folder, flushed, then renamed over the target,
-    so a crash or a bad value never leaves a half-written or emptied file behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(data, indent=indent, ensure_ascii=False, allow_nan=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def read_json(path: Path) -> Any:
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RunError(f"{path}: file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise RunError(f"{path}: not a valid JSON run file ({err})") from None
-
-
-# ---- tensors as JSON: dtype, shape and base64 of the raw little-endian bytes ---------------------
-
-def encode_tensor(array: numpy.ndarray) -> dict[str, Any]:
-    a = numpy.ascontiguousarray(array)
-    a = a.astype(a.dtype.newbyteorder("<"), copy=False)
-    return {"dtype": a.dtype.str, "shape": list(a.shape), "data": base64.b64encode(a.tobytes()).decode("ascii")}
-
-
-def decode_tensor(entry: dict[str, Any], where: str = "tensor") -> numpy.ndarray:
-    try:
-        dtype = numpy.dtype(entry["dtype"])
-        if dtype.kind not in "fiub":
-            raise ValueError(f"dtype {dtype} is not numeric")
-        raw = base64.b64decode(entry["data"], validate=True)
-        return numpy.frombuffer(raw, dtype=dtype).reshape(entry["shape"]).copy()
-    except (KeyError, TypeError, ValueError) as err:
-        raise RunError(f"{where}: malformed tensor ({err})") from None
+        return sorted(g for g in out if GUID.fullmatch(g))

@@ -7,9 +7,13 @@ the weights, the optimizer moments and the step to continue exactly where the ru
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
+import threading
 import time
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy
 
@@ -34,16 +38,75 @@ class Interrupted(RuntimeError):
     """Raised by ``stop_at`` (tests simulate a killed run with it)."""
 
 
+class TrainingHalted(RuntimeError):
+    """Training stopped before its end and said why in one line (the CLI prints it, exit 2 or 130)."""
+
+    exit_status = 2
+
+
+class Diverged(TrainingHalted):
+    """The loss or the gradient norm became non-finite; nothing non-finite was written."""
+
+
+class Stopped(TrainingHalted):
+    """SIGINT or SIGTERM: a checkpoint of the current step was written."""
+
+    exit_status = 130
+
+
+@dataclass
+class StepResult:
+    """What one step leaves on the device: fetched only at the log cadence (no host sync per step)."""
+
+    loss: Any  # mean training loss over the micro-batches, auxiliary losses included
+    grad_norm: Any  # global gradient norm before clipping
+
+
+def train_step(model: GPT, opt: AdamW, micro_batches: Iterable[tuple[Any, Any, Any]], lr: float,
+               clip: float, ignore: int = -1) -> StepResult:
+    """The one training step of the package (train, the benchmarks and MQAR): forward, loss and
+    backward over each (inputs, targets, dropout rng) micro-batch, the mean of their gradients,
+    clipping to ``clip`` (0: off), then AdamW at learning rate ``lr``."""
+    model.train()
+    opt.zero_grad()
+    total, count = 0.0, 0
+    for x, y, rng in micro_batches:
+        logits = model.forward(x, model.context(x, rng=rng))
+        loss, dlogits = cross_entropy(logits, y, ignore)
+        model.backward(dlogits)
+        total = total + loss + model.extra_loss()
+        count += 1
+    if count > 1:  # the mean over micro-batches, auxiliary-loss gradients included
+        opt.flat_grad *= 1.0 / count
+    norm = opt.clip(clip)
+    opt.step(lr)
+    return StepResult(total / max(count, 1), norm)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    per_epoch: int
+    total_steps: int
+    warmup: int
+
+
+def schedule(cfg: Config, batches: Batches) -> Schedule:
+    """Steps per epoch, steps in the run and warmup steps of ``cfg`` on these batches."""
+    per_epoch = max(1, batches.per_epoch() // cfg.n_accumulate)
+    total = cfg.n_steps or cfg.n_epochs * per_epoch
+    return Schedule(per_epoch, total, parse_warmup(cfg.s_warmup, total))
+
+
 class Trainer:
     def __init__(self, cfg: Config, model: GPT, train_tokens: numpy.ndarray, val_tokens: numpy.ndarray,
                  log: Log = print, checkpoint: Callable[[dict[str, Any]], None] | None = None,
-                 words_per_token: float = 0.0, on_words: Callable[[str], None] | None = None) -> None:
+                 words_per_token: float = 0.0, on_words: Callable[[str], None] | None = None,
+                 resume_hint: str = "") -> None:
         self.cfg, self.model, self.log, self.checkpoint = cfg, model, log, checkpoint
         self.val_tokens = val_tokens
         self.batches = Batches(train_tokens, cfg.n_ctx, cfg.batch_size, cfg.seed, cfg.c_shuffle, cfg.c_sequence)
-        self.per_epoch = max(1, self.batches.per_epoch() // cfg.n_accumulate)
-        self.total_steps = cfg.n_steps or cfg.n_epochs * self.per_epoch
-        self.warmup = parse_warmup(cfg.s_warmup, self.total_steps)
+        plan = schedule(cfg, self.batches)
+        self.per_epoch, self.total_steps, self.warmup = plan.per_epoch, plan.total_steps, plan.warmup
         self.eval_every = cfg.n_eval_every or max(1, self.total_steps // 10)
         self.checkpoint_every = cfg.n_checkpoint_every or self.eval_every
         self.log_every = cfg.n_log_every or max(1, self.total_steps // 50)
@@ -51,34 +114,53 @@ class Trainer:
         self.opt = AdamW(model.parameters(), cfg.r_learn, (cfg.r_beta1, cfg.r_beta2), cfg.r_eps, cfg.r_decay)
         self.step = 0
         self.seconds = 0.0  # training time only (evaluation and checkpoints excluded)
-        self.curves: dict[str, list[float]] = {"step": [], "train_loss": [], "val_loss": [], "lr": [],
-                                               "tokens_per_second": []}
+        self.curves: dict[str, list[Any]] = {"step": [], "train_loss": [], "val_loss": [], "lr": [],
+                                             "tokens_per_second": []}
         self.lines: list[str] = []
         # learning-curve checkpoints: words seen = training tokens consumed x words per token
         self.words_per_token, self.on_words = words_per_token, on_words
         self.word_marks = parse_word_counts(cfg.s_checkpoint_words) if on_words else []
+        self.resume_hint = resume_hint  # the command that continues this run, for the stop lines
+        self.first_bad: Any = None  # device: (step, loss, grad norm) of the first non-finite step
+        self.signal: int | None = None
 
     # ---- one step ------------------------------------------------------------------------------
 
-    def train_step(self) -> float:
-        """One optimizer step over n_accumulate micro-batches; returns the mean training loss."""
-        cfg, model = self.cfg, self.model
-        model.train()
-        self.opt.zero_grad()
-        total = 0.0
+    def micro_batches(self) -> Iterator[tuple[Any, Any, Any]]:
+        cfg = self.cfg
         for micro in range(cfg.n_accumulate):
             x, y = self.batches.batch(self.step * cfg.n_accumulate + micro)
-            ctx = model.context(x, rng=backend.rng(cfg.seed, 1, self.step, micro))
-            logits = model.forward(x, ctx)
-            loss, dlogits = cross_entropy(logits, y)
-            model.backward(dlogits)
-            total += float(loss) + model.extra_loss()
-        if cfg.n_accumulate > 1:  # the mean over micro-batches, auxiliary-loss gradients included
-            self.opt.flat_grad *= 1.0 / cfg.n_accumulate
-        self.opt.clip(cfg.r_clip)
-        self.opt.step(self.lr())
+            yield x, y, backend.rng(cfg.seed, 1, self.step, micro)
+
+    def train_step(self) -> StepResult:
+        """One optimizer step over n_accumulate micro-batches; the result stays on the device."""
+        result = train_step(self.model, self.opt, self.micro_batches(), self.lr(), self.cfg.r_clip)
         self.step += 1
-        return total / cfg.n_accumulate
+        self.watch(result)
+        return result
+
+    def watch(self, result: StepResult) -> None:
+        """Remember the first non-finite step on the device; ``check_health`` reads it at sync points."""
+        xp = backend.xp
+        bad = ~(xp.isfinite(result.loss) & xp.isfinite(result.grad_norm))
+        now = xp.stack([xp.asarray(self.step, dtype=xp.float64), xp.asarray(result.loss, dtype=xp.float64),
+                        xp.asarray(result.grad_norm, dtype=xp.float64)])
+        if self.first_bad is None:
+            self.first_bad = xp.where(bad, now, xp.asarray([-1.0, 0.0, 0.0]))
+        else:
+            self.first_bad = xp.where(bad & (self.first_bad[0] < 0), now, self.first_bad)
+
+    def check_health(self, val_loss: float | None = None) -> None:
+        """Raise Diverged if any step so far went non-finite (one host read, at the log cadence)."""
+        hint = f"; resume from the last checkpoint with: {self.resume_hint} --set r_learn=<lower>" if self.resume_hint else ""
+        if self.first_bad is not None:
+            step, loss, norm = (float(v) for v in backend.to_host(self.first_bad))
+            if step >= 0:
+                raise Diverged(f"training diverged at step {int(step)}: loss {loss}, gradient norm {norm}; "
+                               f"nothing non-finite was saved{hint}")
+        if val_loss is not None and not math.isfinite(val_loss):
+            raise Diverged(f"training diverged by step {self.step}: validation loss {val_loss}; "
+                           f"nothing non-finite was saved{hint}")
 
     def lr(self) -> float:
         c = self.cfg
@@ -99,42 +181,82 @@ class Trainer:
         self.log(line)
 
     def run(self, stop_at: int | None = None) -> dict[str, Any]:
-        """Train until total_steps (or raise Interrupted at ``stop_at``, after its checkpoint)."""
+        """Train until total_steps (or raise Interrupted at ``stop_at``, after its checkpoint).
+
+        SIGINT/SIGTERM finish the current step, write a checkpoint of it and raise Stopped. A
+        non-finite loss or gradient norm raises Diverged at the next sync point (a progress line,
+        an evaluation, a checkpoint), before anything of the diverged weights is written."""
         if self.step == 0:
             self.say(f"training {self.total_steps} steps ({self.per_epoch} per epoch, "
                      f"{self.tokens_per_step} tokens per step, warmup {self.warmup})")
+            if self.checkpoint:  # a run killed before its first interval can still be resumed
+                self.checkpoint(self.state_dict())
+        with self.signals_caught():
+            self.loop(stop_at)
+        return self.summary()
+
+    def loop(self, stop_at: int | None) -> None:
         window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
         while self.step < self.total_steps:
             t0 = time.perf_counter()
-            loss = self.train_step()
+            result = self.train_step()
             backend.sync()
             self.seconds += time.perf_counter() - t0
-            if not math.isfinite(loss):
-                raise FloatingPointError(f"training loss became {loss} at step {self.step}; lower r_learn")
-            window_loss += loss
+            window_loss = window_loss + result.loss
             window_steps += 1
             last = self.step == self.total_steps
             evaluating = self.step % self.eval_every == 0 or last
             if self.step % self.log_every == 0 or evaluating:
+                self.check_health()
+                loss = float(backend.to_host(window_loss)) / window_steps
                 elapsed = time.perf_counter() - window_start
                 speed = window_steps * self.tokens_per_step / max(elapsed, 1e-9)
                 eta = (self.total_steps - self.step) * elapsed / window_steps
-                self.say(f"step {self.step}/{self.total_steps} | loss {window_loss / window_steps:.4f} | "
+                self.say(f"step {self.step}/{self.total_steps} | loss {loss:.4f} | "
                          f"lr {self.lr():.2e} | {speed:,.0f} tok/s | ETA {format_seconds(eta)}")
-                self.record(window_loss / window_steps, speed)
+                self.record(loss, speed)
                 window_loss, window_steps = 0.0, 0
             if evaluating:
                 val = self.evaluate()
+                self.check_health(val)
                 self.curves["val_loss"][-1] = val
                 self.say(f"step {self.step}: validation loss {val:.4f}")
             self.mark_words()
-            if self.checkpoint and (self.step % self.checkpoint_every == 0 and not last):
+            if self.checkpoint and self.step % self.checkpoint_every == 0 and not last:
+                self.check_health()
                 self.checkpoint(self.state_dict())
+            if self.signal is not None and not last:
+                self.check_health()
+                if self.checkpoint:
+                    self.checkpoint(self.state_dict())
+                name = signal.Signals(self.signal).name
+                saved = "checkpoint written" if self.checkpoint else "nothing saved (finetuning keeps no checkpoint)"
+                then = f"; resume with: {self.resume_hint}" if self.resume_hint and self.checkpoint else ""
+                raise Stopped(f"stopped by {name} at step {self.step}/{self.total_steps}: {saved}{then}")
             if stop_at is not None and self.step >= stop_at and not last:
                 raise Interrupted(f"stopped at step {self.step}")
             if window_steps == 0:
                 window_start = time.perf_counter()
-        return self.summary()
+        self.check_health()
+
+    @contextlib.contextmanager
+    def signals_caught(self) -> Iterator[None]:
+        """SIGINT/SIGTERM ask the loop to stop after the current step; a second one stops at once."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def ask(signum: int, _frame: Any) -> None:
+            if self.signal is not None:
+                raise KeyboardInterrupt
+            self.signal = signum
+
+        previous = {s: signal.signal(s, ask) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
 
     @property
     def words_seen(self) -> int:
@@ -146,6 +268,7 @@ class Trainer:
         previous = int((self.step - 1) * self.tokens_per_step * self.words_per_token)
         for label, words in self.word_marks:
             if previous < words <= seen:
+                self.check_health()
                 self.say(f"step {self.step}: {seen:,} words seen, checkpoint {label}")
                 self.on_words(label)
 
@@ -153,12 +276,12 @@ class Trainer:
         c = self.curves
         c["step"].append(self.step)
         c["train_loss"].append(train_loss)
-        c["val_loss"].append(float("nan"))
+        c["val_loss"].append(None)
         c["lr"].append(self.lr())
         c["tokens_per_second"].append(speed)
 
     def summary(self) -> dict[str, Any]:
-        vals = [v for v in self.curves["val_loss"] if math.isfinite(v)]
+        vals = [v for v in self.curves["val_loss"] if v is not None and math.isfinite(v)]
         flops = self.model.flops_per_token()
         tokens = self.step * self.tokens_per_step
         speed = tokens / self.seconds if self.seconds else 0.0
@@ -182,7 +305,8 @@ class Trainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step, self.seconds = int(state["step"]), float(state["seconds"])
-        self.curves, self.lines = state["curves"], list(state["lines"])
+        self.curves = {key: list(state["curves"].get(key, [])) for key in self.curves}
+        self.lines = list(state["lines"])
         self.opt.load_state_dict({"t": state["adam_t"], "m": state["adam_m"], "v": state["adam_v"]})
 
 

@@ -257,7 +257,7 @@ def test_evaluate_end_to_end_accumulates_results(tmp_path: Path, blimp_dir: Path
         evaluate(guid, "perplexity", inputs=[str(tmp_path / "nowhere.txt")], root=root, log=quiet)
     with pytest.raises(RunError, match="no run"):
         evaluate("0" * 32, "blimp", data=str(blimp_dir), root=root, log=quiet)
-    with pytest.raises(RunError, match="file not found"):
+    with pytest.raises(RunError, match="no learning-curve checkpoint"):
         evaluate(guid, "blimp", data=str(blimp_dir), root=root, checkpoint="1M", log=quiet)
 
 

@@ -54,7 +54,7 @@ def test_train_writes_the_five_files_and_a_full_report(tmp_path: Path, corpus: P
     store = RunStore(root)
     for kind in ("config", "tokenizer", "model", "report", "completion"):
         assert store.path(kind, guid).exists(), kind
-    assert not store.path("checkpoint", guid).exists()
+    assert store.read("checkpoint", guid)["trainer"]["step"] == 12  # kept: the run can be extended
     report = store.read("report", guid)
     curves = report["curves"]
     assert curves["step"][-1] == 12 and len(curves["train_loss"]) == len(curves["step"])

@@ -10,7 +10,8 @@ import pytest
 from baby import backend, plans
 from baby.config import Config
 from baby.nn.model import GPT
-from baby.runs import RunError, RunStore, check_guid, decode_tensor, encode_tensor, new_guid, write_json
+from baby.formats import FormatError, decode_tensor, encode_tensor
+from baby.runs import RunError, RunStore, check_guid, new_guid, write_json
 
 
 @pytest.mark.parametrize("dtype", [numpy.float16, numpy.float32, numpy.float64, numpy.int32])
@@ -36,7 +37,7 @@ def test_model_save_load_is_bit_exact(tmp_path: Path, device: str) -> None:
 def test_load_refuses_mismatched_shapes(tmp_path: Path) -> None:
     small = GPT(Config({"n_ctx": 8, "n_emb": 8, "n_heads": 2, "n_layers": 1}), 10)
     big = GPT(Config({"n_ctx": 8, "n_emb": 16, "n_heads": 2, "n_layers": 1}), 10)
-    with pytest.raises(RunError, match="shape"):
+    with pytest.raises(FormatError, match="shape"):
         plans.load_weights(big, plans.model_to_dict(small), "m.json")
 
 

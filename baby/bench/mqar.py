@@ -24,7 +24,7 @@ from baby import backend
 from baby.config import Config
 from baby.evaluate.mqar import IGNORE, accuracy, multiquery_ar
 from baby.nn import core
-from baby.nn.layers import cross_entropy
+from baby.train import train_step
 from baby.nn.model import GPT
 from baby.optim import AdamW, lr_at
 
@@ -90,13 +90,10 @@ def run_cell(mixer: str, width: int, seq_len: int, n_pairs: int, args: argparse.
             train_x, train_y = multiquery_ar(chunk * batch, seed=seed + 1000 + step, **data)
         rows = slice((step % chunk) * batch, (step % chunk + 1) * batch)
         ids, targets = backend.asarray(train_x[rows]), backend.asarray(train_y[rows])
-        opt.zero_grad()
-        loss, dlogits = cross_entropy(model.forward(ids), targets, ignore=IGNORE)
-        model.backward(dlogits)
-        opt.clip(1.0)
         # The schedule runs on whichever limit is closer, steps or seconds, so that it decays fully either way.
         progress = max(step / args.steps, (time.perf_counter() - start) / args.budget)
-        opt.step(lr_at(int(progress * args.steps), args.lr, args.lr / 10, warmup, args.steps))
+        lr = lr_at(int(progress * args.steps), args.lr, args.lr / 10, warmup, args.steps)
+        loss = train_step(model, opt, [(ids, targets, None)], lr, clip=1.0, ignore=IGNORE).loss
         step += 1
         out_of_time = time.perf_counter() - start > args.budget
         if step % args.eval_every == 0 or step == args.steps or out_of_time:

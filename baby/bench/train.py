@@ -19,7 +19,7 @@ import numpy
 from baby import backend, plans
 from baby.bench.common import machine, save, sgemm_peak
 from baby.config import Config
-from baby.nn.layers import cross_entropy
+from baby.train import train_step
 from baby.nn.model import GPT
 from baby.optim import AdamW
 from baby.runs import read_json, write_json
@@ -39,12 +39,7 @@ def time_ours(cfg: Config, n_vocab: int, data: list[numpy.ndarray], warmup: int)
             backend.sync()
             start = time.perf_counter()
         w = backend.asarray(batch)
-        opt.zero_grad()
-        logits = model.forward(w[:, :-1], model.context(w[:, :-1], rng=backend.rng(cfg.seed, 1, i)))
-        _, dlogits = cross_entropy(logits, w[:, 1:])
-        model.backward(dlogits)
-        opt.clip(cfg.r_clip)
-        opt.step()
+        train_step(model, opt, [(w[:, :-1], w[:, 1:], backend.rng(cfg.seed, 1, i))], cfg.r_learn, cfg.r_clip)
     backend.sync()
     return (len(data) - warmup) * cfg.batch_size * cfg.n_ctx / (time.perf_counter() - start)
 

@@ -1,6 +1,8 @@
 """Tokenizers by name (c_tokenizer) and from their saved JSON form."""
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 from baby.tokenizers.base import BOS, EOS, PAD, SPECIALS, UNK, Tokenizer
@@ -22,10 +24,20 @@ def train_tokenizer(kind: str, text: str, **settings: Any) -> Tokenizer:
 
 
 def tokenizer_from_dict(data: dict[str, Any]) -> Tokenizer:
+    """A tokenizer from its saved form; ValueError says what is wrong with it."""
+    if not isinstance(data, dict):
+        raise ValueError("expected a JSON object")
     kind = data.get("kind")
     if kind not in KINDS:
         raise ValueError(f"tokenizer kind {kind!r}: allowed {', '.join(sorted(KINDS))}")
     return KINDS[kind].from_dict(data)
 
 
-__all__ = ["Tokenizer", "train_tokenizer", "tokenizer_from_dict", "KINDS", "UNK", "BOS", "EOS", "PAD", "SPECIALS"]
+def tokenizer_digest(tokenizer: Tokenizer) -> str:
+    """sha256 of a tokenizer's saved form: the run's config keeps it, so an edited tokenizer file
+    (pieces reordered, merges changed) is refused instead of decoding to silently wrong text."""
+    text = json.dumps(tokenizer.to_dict(), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+__all__ = ["Tokenizer", "train_tokenizer", "tokenizer_from_dict", "tokenizer_digest", "KINDS", "UNK", "BOS", "EOS", "PAD", "SPECIALS"]

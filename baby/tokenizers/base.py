@@ -101,4 +101,11 @@ class TableTokenizer(Tokenizer):
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TableTokenizer":
-        return cls(data["pieces"])
+        pieces = data.get("pieces")
+        if not isinstance(pieces, list) or not all(isinstance(p, str) and p for p in pieces):
+            raise ValueError("pieces must be a list of non-empty strings")
+        if tuple(pieces[:len(SPECIALS)]) != SPECIALS:
+            raise ValueError(f"the first pieces must be the specials {', '.join(SPECIALS)}")
+        if len(set(pieces)) != len(pieces):
+            raise ValueError("pieces repeat (two ids for one piece)")
+        return cls(pieces)

@@ -40,6 +40,7 @@ PATTERN = (
     rf"|\s{{1,{LONGEST}}}(?!\S)"  # whitespace, leaving the last space to the next word
     rf"|\s{{1,{LONGEST}}}"  # trailing whitespace
 )
+PATTERNS = (PATTERN,)  # the pre-split patterns a saved tokenizer may name
 BLOCK = 1 << 20  # characters pre-split at a time (bounds memory on large texts)
 CACHE_LIMIT = 1 << 18  # chunks remembered by encode()
 
@@ -226,4 +227,15 @@ class BPETokenizer(Tokenizer):
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "BPETokenizer":
-        return cls([tuple(pair) for pair in data["merges"]], data.get("pattern", PATTERN))
+        merges = data.get("merges")
+        if not isinstance(merges, list) or not all(
+                isinstance(pair, list) and len(pair) == 2
+                and all(isinstance(i, int) and not isinstance(i, bool) for i in pair) for pair in merges):
+            raise ValueError("merges must be a list of [id, id] pairs")
+        pattern = data.get("pattern", PATTERN)
+        if pattern not in PATTERNS:  # a pattern from a file could make encoding hang (catastrophic backtracking)
+            raise ValueError("pattern is not one this version knows (the pre-split pattern is fixed by the code)")
+        tokenizer = cls([tuple(pair) for pair in merges], pattern)
+        if "n_vocab" in data and data["n_vocab"] != tokenizer.n_vocab:
+            raise ValueError(f"n_vocab {data['n_vocab']!r} does not match its {len(merges)} merges ({tokenizer.n_vocab} ids)")
+        return tokenizer

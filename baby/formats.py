@@ -1,0 +1,141 @@
+"""The file formats of models and checkpoints: the one place that writes and reads them.
+
+A model file is ``{"format": "baby-model/1", "n_vocab", "tensors": {name: tensor}}``; a checkpoint
+is ``{"format": "baby-checkpoint/1", "model": <a model file>, "trainer": {...}}``. A tensor is
+``{"dtype", "shape", "data": base64 of the raw little-endian bytes}``: lossless and fast. Everything
+read is checked before it is used (format version, fields, names, shapes, finiteness), and every
+complaint is one line naming the file.
+"""
+from __future__ import annotations
+
+import base64
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy
+
+from baby import backend
+from baby.jsonio import FileFault
+
+if TYPE_CHECKING:
+    from baby.nn.model import GPT
+
+MODEL_FORMAT = "baby-model/1"
+CHECKPOINT_FORMAT = "baby-checkpoint/1"
+
+
+class FormatError(FileFault):
+    """A model or checkpoint file whose content cannot be used; the message names it."""
+
+
+# ---- tensors ------------------------------------------------------------------------------------
+
+def encode_tensor(array: numpy.ndarray) -> dict[str, Any]:
+    a = numpy.ascontiguousarray(array)
+    a = a.astype(a.dtype.newbyteorder("<"), copy=False)
+    return {"dtype": a.dtype.str, "shape": list(a.shape), "data": base64.b64encode(a.tobytes()).decode("ascii")}
+
+
+def decode_tensor(entry: Any, where: str = "tensor") -> numpy.ndarray:
+    try:
+        if not isinstance(entry, dict):
+            raise ValueError("expected an object with dtype, shape and data")
+        dtype = numpy.dtype(entry["dtype"])
+        if dtype.kind not in "fiub":
+            raise ValueError(f"dtype {dtype} is not numeric")
+        shape = entry["shape"]
+        if not isinstance(shape, list) or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0
+                                                  for n in shape):
+            raise ValueError("shape must be a list of non-negative integers")
+        if not isinstance(entry["data"], str):
+            raise ValueError("data must be a base64 string")
+        raw = base64.b64decode(entry["data"], validate=True)
+        if len(raw) != dtype.itemsize * math.prod(shape):
+            raise ValueError(f"{len(raw)} bytes do not hold shape {shape} of {dtype}")
+        return numpy.frombuffer(raw, dtype=dtype).reshape(shape).copy()
+    except (KeyError, TypeError, ValueError) as err:
+        raise FormatError(f"{where}: malformed tensor ({err})") from None
+
+
+def _check_format(data: Any, expected: str, where: str) -> None:
+    if not isinstance(data, dict):
+        raise FormatError(f"{where}: expected a JSON object")
+    found = data.get("format")
+    if found != expected:
+        kind = expected.split("/")[0]
+        if isinstance(found, str) and found.startswith(kind + "/"):
+            raise FormatError(f"{where}: format {found!r} is not supported (this version reads {expected})")
+        raise FormatError(f"{where}: not a {kind.replace('baby-', 'baby ')} file (format {found!r}, expected {expected!r})")
+
+
+# ---- models -------------------------------------------------------------------------------------
+
+def model_to_dict(model: GPT) -> dict[str, Any]:
+    return {"format": MODEL_FORMAT, "n_vocab": model.n_vocab,
+            "tensors": {name: encode_tensor(backend.to_host(p.data)) for name, p in model.named_parameters()}}
+
+
+def model_vocab(data: Any, where: str) -> int:
+    """The vocabulary size a model file declares (checked against its embedding on load)."""
+    _check_format(data, MODEL_FORMAT, where)
+    n = data.get("n_vocab")
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise FormatError(f"{where}: n_vocab must be a positive integer, found {n!r}")
+    return n
+
+
+def load_weights(model: GPT, data: Any, where: str) -> None:
+    """Copy a model file's tensors into ``model``; refuses wrong names, shapes, dtypes and non-finite
+    values (a diverged model must never be used as if it were trained)."""
+    n_vocab = model_vocab(data, where)
+    if n_vocab != model.n_vocab:
+        raise FormatError(f"{where}: n_vocab {n_vocab} does not match the model's {model.n_vocab}")
+    tensors = data.get("tensors")
+    if not isinstance(tensors, dict):
+        raise FormatError(f"{where}: no tensors object")
+    params = dict(model.named_parameters())
+    if set(tensors) != set(params):
+        missing, extra = sorted(set(params) - set(tensors)), sorted(set(tensors) - set(params))
+        raise FormatError(f"{where}: tensors do not match the config (missing {missing[:3]}, unexpected {extra[:3]})")
+    for name, p in params.items():
+        array = decode_tensor(tensors[name], f"{where}: {name}")
+        if tuple(array.shape) != p.shape:
+            raise FormatError(f"{where}: {name} has shape {array.shape}, the config needs {p.shape}")
+        if array.dtype.kind != "f":
+            raise FormatError(f"{where}: {name} has dtype {array.dtype}, expected floating point")
+        if not numpy.isfinite(array).all():
+            raise FormatError(f"{where}: {name} holds non-finite weights (NaN or inf): the model diverged")
+        p.data[...] = backend.asarray(array.astype(p.data.dtype))
+
+
+# ---- checkpoints --------------------------------------------------------------------------------
+
+OPTIMIZER_TENSORS = ("adam_m", "adam_v")
+
+
+def checkpoint_to_dict(model: GPT, trainer_state: dict[str, Any]) -> dict[str, Any]:
+    state = dict(trainer_state)
+    for key in OPTIMIZER_TENSORS:
+        state[key] = encode_tensor(backend.to_host(state[key]))
+    return {"format": CHECKPOINT_FORMAT, "model": model_to_dict(model), "trainer": state}
+
+
+def read_checkpoint(data: Any, where: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(model file part, trainer state with decoded optimizer moments) of a checkpoint, checked."""
+    _check_format(data, CHECKPOINT_FORMAT, where)
+    trainer = data.get("trainer")
+    if not isinstance(trainer, dict):
+        raise FormatError(f"{where}: no trainer state")
+    state = dict(trainer)
+    for key, kind in (("step", int), ("adam_t", int), ("seconds", (int, float)), ("curves", dict), ("lines", list)):
+        value = state.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise FormatError(f"{where}: trainer.{key} is missing or not {getattr(kind, '__name__', 'a number')}")
+    if state["step"] < 0 or state["adam_t"] < 0:
+        raise FormatError(f"{where}: trainer.step and trainer.adam_t must be >= 0")
+    for key in OPTIMIZER_TENSORS:
+        state[key] = decode_tensor(state.get(key), f"{where}: trainer.{key}")
+        if state[key].ndim != 1 or not numpy.isfinite(state[key]).all():
+            raise FormatError(f"{where}: trainer.{key} must be a finite flat vector")
+    model_vocab(data.get("model"), f"{where}: model")
+    return data["model"], state
