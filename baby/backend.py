@@ -137,6 +137,14 @@ def sync() -> None:
         xp.cuda.Stream.null.synchronize()
 
 
+def device_memory() -> tuple[int | None, int | None]:
+    """(free, total) bytes of the GPU in use; (None, None) on the CPU (the caller asks the OS)."""
+    if xp is numpy:
+        return None, None
+    free, total = xp.cuda.runtime.memGetInfo()
+    return int(free), int(total)
+
+
 def versions() -> dict[str, str]:
     out = {"python": sys.version.split()[0], "numpy": numpy.__version__}
     if xp is not numpy:

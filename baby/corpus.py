@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import zlib
 from pathlib import Path
 
 import numpy
@@ -28,6 +29,10 @@ def expand(paths: list[str | Path]) -> list[Path]:
             out.extend(found)
         elif p.is_file():
             out.append(p)
+        elif p.is_symlink():
+            raise CorpusError(f"{p}: a broken or looping symbolic link")
+        elif p.exists():
+            raise CorpusError(f"{p}: not a regular file or directory (a FIFO or device?)")
         else:
             raise CorpusError(f"{p}: no such input file or directory")
     if not out:
@@ -42,7 +47,7 @@ def read_documents(paths: list[str | Path]) -> list[str]:
         try:
             raw = gzip.decompress(p.read_bytes()) if p.suffix == ".gz" else p.read_bytes()
             docs.append(raw.decode("utf-8"))
-        except (OSError, EOFError) as err:
+        except (OSError, EOFError, zlib.error) as err:
             raise CorpusError(f"{p}: cannot read ({err})") from None
         except UnicodeDecodeError as err:
             raise CorpusError(f"{p}: not UTF-8 text (byte {err.start})") from None

@@ -169,15 +169,16 @@ def read_json(path: Path, what: str = "JSON file", expect: type = dict, strict: 
     return data
 
 
-def orphan_temps(folder: Path, prefix: str) -> list[Path]:
-    """Temp files in ``folder`` of targets starting with ``prefix`` whose writing process is gone."""
+def orphan_temps(folder: Path, prefix: str, live_too: bool = False) -> list[Path]:
+    """Temp files in ``folder`` of targets starting with ``prefix`` whose writing process is gone
+    (with ``live_too``, every temp file of those targets)."""
     out = []
     if not folder.is_dir():
         return out
     for p in folder.glob(f".{prefix}*{TEMP_SUFFIX}"):
         parts = p.name[1:].rsplit(".", 3)  # target, pid, random part, "tmp"
         pid = int(parts[1]) if len(parts) == 4 and parts[1].isdigit() else None
-        if pid is None or not _alive(pid):
+        if live_too or pid is None or not _alive(pid):
             out.append(p)
     return sorted(out)
 

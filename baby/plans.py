@@ -20,6 +20,7 @@ from baby.data import Batches, split_stream
 from baby.formats import FormatError, checkpoint_to_dict, load_weights, model_to_dict, model_vocab, read_checkpoint
 from baby.generate import generate
 from baby.jsonio import FileFault
+from baby.memory import check_fits
 from baby.nn.model import GPT
 from baby.runs import RunError, RunStore, new_guid
 from baby.tokenizers import Tokenizer, tokenizer_digest, tokenizer_from_dict, train_tokenizer
@@ -92,6 +93,12 @@ def check_schedule(cfg: Config, train_tokens: numpy.ndarray) -> None:
                           "s_warmup (e.g. auto or 0.05)")
 
 
+def check_memory(cfg: Config, n_vocab: int) -> list[str]:
+    """Refuse a step the machine cannot hold; a warning line when it exceeds what is free now."""
+    warning = check_fits(cfg, n_vocab, *backend.device_memory())
+    return [warning] if warning else []
+
+
 def resume_command(guid: str, root: str | Path) -> str:
     where = "" if Path(root) == Path(".") else f" --root {root}"
     return f"python -m baby train --resume {guid}{where}"
@@ -110,7 +117,7 @@ class Run:
         store.clean_orphans(guid)
         config_path = store.path("config", guid, suffix)
         self.record = store.read("config", guid, suffix)
-        settings, runtime = self.record.get("settings"), self.record.get("runtime", {})
+        settings, runtime = self.record.get("settings"), self.record.get("runtime")
         if not isinstance(settings, dict) or not isinstance(runtime, dict):
             raise RunError(f"{config_path}: not a run config (needs 'settings' and 'runtime' objects)")
         self.cfg = Config(settings, source=str(config_path))
@@ -173,8 +180,8 @@ def train(config: Config | dict[str, Any] | str | Path, inputs: list[str] | None
     tokens, unknown = encode_documents(tokenizer, docs)
     train_tokens, val_tokens = token_split(cfg, tokens)
     check_schedule(cfg, train_tokens)
+    notices = cfg.notices() + check_memory(cfg, tokenizer.n_vocab)
     store.check_writable()
-    notices = cfg.notices()
     if cfg.c_tokenizer == "bpe" and tokenizer.n_vocab < cfg.n_vocab:
         notices.append(f"n_vocab={cfg.n_vocab}: the text allows only {tokenizer.n_vocab} ids "
                        "(no pair is left to merge); the model uses that many")
@@ -292,6 +299,8 @@ def finetune(guid: str, inputs: list[str], root: str | Path = ".", overrides: di
     tokens, unknown = encode_documents(tokenizer, docs)
     train_tokens, val_tokens = token_split(cfg, tokens)
     check_schedule(cfg, train_tokens)
+    for line in check_memory(cfg, tokenizer.n_vocab):
+        log(f"notice: {line}")
     if getattr(cfg, "c_freeze_base", False):  # LoRA finetuning: only the low-rank matrices train
         for name, p in model.named_parameters():
             p.frozen = "lora_" not in name
@@ -392,7 +401,7 @@ def delete(guid: str, root: str | Path = ".", log: Log = say) -> list[Path]:
     """Remove every file of a run (and the temp files of killed writes); checks first that each can
     be removed, so a failure never leaves a half-deleted run."""
     store = RunStore(root)
-    files = store.files(guid) + store.orphans(guid)
+    files = store.files(guid) + store.orphans(guid, live_too=True)
     if not files:
         raise RunError(f"no files of run {guid} under {store.root.resolve()}")
     store.check_removable(files)

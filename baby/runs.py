@@ -73,11 +73,11 @@ class RunStore:
                     found.append(p)
         return sorted(set(found))
 
-    def orphans(self, guid: str) -> list[Path]:
-        """Temp files of this run left by a writer that was killed mid-write."""
+    def orphans(self, guid: str, live_too: bool = False) -> list[Path]:
+        """Temp files of this run left by a writer that was killed mid-write (``live_too``: all)."""
         check_guid(guid)
         return sorted({p for kind, folder in FOLDERS.items()
-                       for p in orphan_temps(self.root / folder, f"{kind}_{guid}")})
+                       for p in orphan_temps(self.root / folder, f"{kind}_{guid}", live_too)})
 
     def clean_orphans(self, guid: str) -> int:
         removed = 0

@@ -1,6 +1,6 @@
 """BLiMP: does the model prefer the grammatical sentence of each minimal pair?
 
-Protocol (``/work/shared/data/FINDINGS.md`` §2, the BabyLM 2023/2024 way with a BOS-adding tokenizer):
+Protocol (``shared/data/FINDINGS.md`` §2 beside the repository, the BabyLM 2023/2024 way with a BOS-adding tokenizer):
   * a sentence's score is the sum of log p(token | <bos>, earlier tokens) over all its tokens, with
     no <eos>, no leading space and no length normalisation (``scoring.sentence_logprobs``);
   * a pair is correct iff score(good) > score(bad) strictly. Exact ties are counted and reported:
@@ -56,26 +56,31 @@ def load_blimp(directory: str | Path, limit: int = 0) -> list[Pair]:
     pairs: list[Pair] = []
     for path in files:
         taken = 0
-        with path.open(encoding="utf-8") as f:
-            for number, line in enumerate(f, 1):
-                if limit and taken >= limit:
-                    break
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise RunError(f"{path}:{number}: not valid JSON ({err.msg})") from None
-                if not isinstance(record, dict):
-                    raise RunError(f"{path}:{number}: not a JSON object")
-                missing = [k for k in REQUIRED if not isinstance(record.get(k), str)]
-                if missing:
-                    raise RunError(f"{path}:{number}: missing text field {missing[0]!r}")
-                term = str(record.get("linguistics_term") or path.stem)
-                pairs.append(Pair(record["sentence_good"], record["sentence_bad"],
-                                  str(record.get("UID") or path.stem), PHENOMENON_ALIASES.get(term, term),
-                                  str(record.get("field", ""))))
-                taken += 1
+        try:
+            lines = path.read_bytes().decode("utf-8").split("\n")
+        except UnicodeDecodeError as err:
+            raise RunError(f"{path}: not UTF-8 text (byte {err.start})") from None
+        except OSError as err:
+            raise RunError(f"{path}: cannot read ({err.strerror or err})") from None
+        for number, line in enumerate(lines, 1):
+            if limit and taken >= limit:
+                break
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise RunError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+            if not isinstance(record, dict):
+                raise RunError(f"{path}:{number}: not a JSON object")
+            missing = [k for k in REQUIRED if not isinstance(record.get(k), str)]
+            if missing:
+                raise RunError(f"{path}:{number}: missing text field {missing[0]!r}")
+            term = str(record.get("linguistics_term") or path.stem)
+            pairs.append(Pair(record["sentence_good"], record["sentence_bad"],
+                              str(record.get("UID") or path.stem), PHENOMENON_ALIASES.get(term, term),
+                              str(record.get("field", ""))))
+            taken += 1
     if not pairs:
         raise RunError(f"{root}: the *.jsonl files hold no pairs")
     return pairs

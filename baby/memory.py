@@ -1,0 +1,81 @@
+"""What a training run will ask of memory, estimated from the settings alone (nothing allocated), so
+that a batch or width the machine cannot hold is refused before the first array is made.
+
+The estimate (calibrated against tracemalloc peaks of real steps, which it meets within ~1.5x):
+  * parameters P ~ V*C (x2 untied) + T*C (learned positions) + L*(4*C^2 per mixer + 3*C*hidden);
+    weights, gradients and the two AdamW moments, plus the copy made when they are packed: 5 floats each;
+  * activations per token of a micro-batch ~ 16 floats per residual sub-block and layer per width unit,
+    3*V for the logits and their gradient, and L*H*T for the (B, H, T, T) scores of quadratic attention.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from baby.config import Config
+
+QUADRATIC = {"mha", "moh", "gqa", "swh"}  # mixers that hold (B, H, T, T) scores
+
+
+@dataclass(frozen=True)
+class Estimate:
+    parameters: int
+    parameter_bytes: int
+    activation_bytes: int
+
+    @property
+    def total_bytes(self) -> int:
+        return self.parameter_bytes + self.activation_bytes
+
+
+def estimate_training(cfg: Config, n_vocab: int) -> Estimate:
+    """Bytes one training step of ``cfg`` needs (parameter state + one micro-batch's activations)."""
+    c, t, layers, v = cfg.n_emb, cfg.n_ctx, cfg.n_layers, max(n_vocab, 1)
+    item = {"fp16": 2, "fp32": 4, "fp64": 8}[cfg.d_type]
+    mixers = cfg.mixers
+    params = v * c * (1 if cfg.c_tie else 2) + (t * c if cfg.c_position == "learned" else 0)
+    params += layers * (len(mixers) * 4 * c * c + (3 * c * cfg.hidden if cfg.c_network else 0))
+    parts = len(mixers) + (1 if cfg.c_network else 0)
+    per_token = layers * parts * 16 * c + 3 * v
+    per_token += layers * cfg.n_heads * t * sum(m in QUADRATIC for m in mixers)
+    tokens = cfg.batch_size * t
+    return Estimate(params, 5 * params * max(item, 4), per_token * tokens * item)
+
+
+def machine_memory() -> tuple[int | None, int | None]:
+    """(available, total) bytes of this machine's memory, or None where the OS does not say."""
+    try:
+        info = dict(line.split(":", 1) for line in open("/proc/meminfo", encoding="ascii"))
+        kib = {k: int(v.split()[0]) * 1024 for k, v in info.items() if v.strip().endswith("kB")}
+        return kib.get("MemAvailable"), kib.get("MemTotal")
+    except (OSError, ValueError):
+        try:
+            total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+            return None, total
+        except (OSError, ValueError):
+            return None, None
+
+
+def gib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
+def check_fits(cfg: Config, n_vocab: int, available: int | None = None, total: int | None = None) -> str | None:
+    """Refuse (ConfigError) a run whose estimated step memory exceeds the machine's memory; return a
+    warning line when it exceeds what is free right now, else None. GPU memory is the device's."""
+    from baby.config import ConfigError  # noqa: PLC0415 - config is above this module
+
+    if available is None and total is None:
+        available, total = machine_memory()
+    need = estimate_training(cfg, n_vocab)
+    what = (f"one training step needs about {gib(need.total_bytes)} ({gib(need.parameter_bytes)} for "
+            f"~{need.parameters / 1e6:,.1f}M parameters and their AdamW state, {gib(need.activation_bytes)} "
+            f"of activations for batch_size={cfg.batch_size} x n_ctx={cfg.n_ctx} at n_emb={cfg.n_emb})")
+    if total is not None and need.total_bytes > total:
+        raise ConfigError(f"{what}, more than this machine's {gib(total)}: lower batch_size (and raise "
+                          "n_accumulate to keep the tokens per step), n_ctx, n_emb or n_layers")
+    if available is not None and need.total_bytes > available:
+        return f"{what}; only {gib(available)} is free now: the run may swap or be killed"
+    return None
