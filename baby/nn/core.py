@@ -155,4 +155,4 @@ def entries(kind: str) -> list[Entry]:
 
 def _load_all() -> None:
     # Importing the packages runs their @register lines.
-    from baby.nn import attention, network, mixers, layers  # noqa: F401, PLC0415
+    from baby.nn import network, mixers, layers  # noqa: F401, PLC0415

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy
 
-from baby.nn.attention.common import HeadAttention
+from baby.nn.mixers.kit import HeadAttention
 from baby.nn.context import Context
 from baby.nn.core import register
 from baby.nn.layers import Linear, softmax, softmax_backward

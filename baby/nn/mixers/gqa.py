@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from baby.nn.attention.common import HeadAttention
+from baby.nn.mixers.kit import HeadAttention
 from baby.nn.core import Setting, register
 
 

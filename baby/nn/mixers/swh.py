@@ -26,8 +26,8 @@ from typing import Any
 import numpy
 
 from baby import backend
-from baby.nn.attention.common import HeadAttention
-from baby.nn.attention.moh import heads_first, heads_last
+from baby.nn.mixers.kit import HeadAttention
+from baby.nn.mixers.moh import heads_first, heads_last
 from baby.nn.context import Context
 from baby.nn.core import register
 from baby.nn.layers import Linear, softmax, softmax_backward

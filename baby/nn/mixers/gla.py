@@ -22,7 +22,7 @@ from typing import Any
 import numpy
 
 from baby import backend
-from baby.nn.attention.common import PrefixMeanMixer
+from baby.nn.mixers.kit import PrefixMeanMixer
 from baby.nn.context import Context
 from baby.nn.core import Setting, register
 from baby.nn.layers import param
