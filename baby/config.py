@@ -13,11 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from baby.nn import core
-from baby.nn.core import Setting
+from baby.nn.settings import ConfigError, Setting
 
-
-class ConfigError(ValueError):
-    """A setting that is unknown, of the wrong type, or out of range."""
+__all__ = ["Config", "ConfigError", "Setting", "all_settings", "parse_override", "parse_warmup",
+           "parse_word_counts", "settings_table"]
 
 
 def _s(key: str, type_: type, default: Any, doc: str, low: float | None = None,
@@ -200,9 +199,7 @@ class Config:
             raise ConfigError(f"c_network={v['c_network']!r}: allowed {', '.join(core.names('network'))}")
         chosen = [("mixer", m) for m in self.mixers] + ([("network", v["c_network"])] if v["c_network"] else [])
         for kind, name in chosen:  # relations a variant's settings must satisfy (n_top <= n_experts ...)
-            check = getattr(core.lookup(kind, name).cls, "check_config", None)
-            if check is not None:
-                check(self)
+            core.lookup(kind, name).cls.check_config(self)
         if v["c_tokenizer"] == "bpe" and v["n_vocab"] < 260:
             raise ConfigError(f"n_vocab={v['n_vocab']}: a bpe tokenizer needs n_vocab >= 260 (256 bytes + specials)")
         parse_warmup(v["s_warmup"], 1000)

@@ -12,8 +12,8 @@ import pytest
 from baby import backend
 from baby.config import Config
 from baby.nn import core
-from baby.nn.mixers.kit import HeadAttention
-from baby.nn.mixers.moh import heads_first
+from baby.nn.mixers.head_attention import HeadAttention
+from baby.nn.mixers.kit import heads_first
 from baby.nn.mixers.swh import SwitchHead
 from baby.nn.context import Context
 from baby.nn.gradcheck import check_module, directional_check

@@ -1,3 +1,3 @@
-"""Every sequence mixer (attention variants, dynamic conv, induction); importing a module registers it."""
-from baby.nn.mixers import aft, gla, gqa, mha, moh, rfa, swh  # noqa: F401
-from baby.nn.mixers import conv, induction  # noqa: F401
+"""Every sequence mixer (``c_attention``): attention variants, conv, induction, over one kit of shared
+pieces (kit.py) and two base modules (head_attention.py, prefix_mixer.py). ``baby.nn.variants`` lists
+the variant modules to load."""

@@ -1,23 +1,18 @@
-"""Pieces shared by every attention variant: head split/merge, masks, causal softmax attention and its
-backward, rotary positions, the KV cache, and two base modules:
-
-- ``HeadAttention``: quadratic softmax attention. mha uses it as it is; gqa overrides ``kv_heads``,
-  moh and swh override ``mix_heads``/``mix_heads_backward``, rfa overrides ``attend_heads``/
-  ``attend_heads_backward`` (a sliding window instead of the whole causal prefix).
-- ``PrefixMeanMixer``: O(T) attention without queries, y_t = sum_{j<=t} w_j v_j / sum_{j<=t} w_j per
-  channel. aft and gla differ only in how the non-negative weights w come from the keys.
+"""The kit every sequence mixer builds from, each piece written once: head split/merge, the blocked
+score value, masks and the masked softmax, causal softmax attention and its backward, rotary
+positions, the time-axis histories of decoding (a preallocated KV history and a sliding window of
+recent inputs), prefix means and suffix sums, and the per-head softmax gate of moh/swh. The init
+scale of residual projections is ``layers.residual_std`` (the networks use it too).
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy
 
 from baby import backend
 from baby.nn.context import Context
-from baby.nn.core import Module
-from baby.nn.layers import Linear, softmax_, softmax_backward_
+from baby.nn.layers import Linear, softmax, softmax_, softmax_backward, softmax_backward_
 
 # ---- head reshapes --------------------------------------------------------------------------------
 
@@ -81,6 +76,13 @@ def causal_bias(n_queries: int, n_keys: int, ctx: Context | None = None, rank: i
     return bias if valid is None else bias + padding_bias(valid, rank)
 
 
+def masked_softmax_(s: Any, mask: Any, axis: int = -1) -> Any:
+    """Softmax in place over ``axis`` of scores ``s`` where ``mask`` is True; blocked entries get
+    exactly 0 (exp of the blocked value underflows), so they get no weight and no gradient."""
+    s[...] = backend.xp.where(mask, s, blocked_value(s.dtype))
+    return softmax_(s, axis)
+
+
 # ---- attention core ---------------------------------------------------------------------------------
 
 
@@ -124,128 +126,41 @@ def rope(x: Any, cos: Any, sin: Any, inverse: bool = False) -> Any:
     return xp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1)
 
 
-# ---- KV cache -------------------------------------------------------------------------------------
+# ---- time-axis histories of decoding ------------------------------------------------------------
 
 
-def cache_append(state: dict[str, Any], k: Any, v: Any, capacity: int) -> tuple[Any, Any]:
-    """Append new (B, K, t, D) keys/values to a preallocated cache; return all keys/values so far.
-    The model re-prefills instead of letting the cache pass ``capacity`` (n_ctx), so positions never
-    wrap around."""
+def history_append(state: dict[str, Any], capacity: int, axis: int, k: Any, v: Any) -> tuple[Any, Any]:
+    """Append new keys/values along time ``axis`` to a preallocated history of ``capacity`` positions;
+    return all keys/values so far. The model re-prefills instead of letting it pass ``capacity``
+    (n_ctx), so positions never wrap around."""
     xp = backend.xp
     if "k" not in state:
-        b, h, _, d = k.shape
-        state["k"] = xp.empty((b, h, capacity, d), dtype=k.dtype)
-        state["v"] = xp.empty((b, h, capacity, d), dtype=v.dtype)
-        state["n"] = 0
-    n, t = state["n"], k.shape[2]
+        shape = k.shape[:axis] + (capacity,) + k.shape[axis + 1:]
+        state["k"], state["v"], state["n"] = xp.empty(shape, dtype=k.dtype), xp.empty(shape, dtype=v.dtype), 0
+    n, t = state["n"], k.shape[axis]
     if n + t > capacity:
-        raise RuntimeError(f"KV cache of {capacity} positions overflowed; the model must re-prefill")
-    state["k"][:, :, n:n + t] = k
-    state["v"][:, :, n:n + t] = v
+        raise RuntimeError(f"history of {capacity} positions overflowed; the model must re-prefill")
+    lead = (slice(None),) * axis
+    state["k"][lead + (slice(n, n + t),)] = k
+    state["v"][lead + (slice(n, n + t),)] = v
     state["n"] = n + t
-    return state["k"][:, :, :n + t], state["v"][:, :, :n + t]
+    return state["k"][lead + (slice(0, n + t),)], state["v"][lead + (slice(0, n + t),)]
 
 
-# ---- the quadratic-attention module ------------------------------------------------------------------
+def recent_window(state: dict[str, Any] | None, key: Any, x: Any, n: int) -> Any:
+    """(B, n + T, C): the ``n`` inputs before x (zeros at the start; while decoding, the last n of the
+    earlier calls, kept under ``key`` of ``state``) followed by x. Causal convolutions read this."""
+    xp = backend.xp
+    history = None if state is None else state.get(key)
+    if history is None:
+        history = xp.zeros((x.shape[0], n) + x.shape[2:], dtype=x.dtype)
+    padded = xp.concatenate([history, x], axis=1)
+    if state is not None:
+        state[key] = padded[:, padded.shape[1] - n:].copy()
+    return padded
 
 
-class HeadAttention(Module):
-    """Causal multi-head softmax attention with a fused QKV projection, optional rotary positions and a
-    KV cache. Hooks: ``kv_heads`` (gqa: fewer K/V heads), ``mix_heads``/``mix_heads_backward`` (moh,
-    swh: combine head outputs before the output projection), ``attend_heads``/
-    ``attend_heads_backward`` (rfa: which keys each query sees)."""
-
-    def __init__(self, cfg: Any, rng: numpy.random.Generator) -> None:
-        self.n_heads = cfg.n_heads
-        self.head_dim = cfg.head_width // cfg.n_heads
-        self.n_kv = self.kv_heads(cfg)
-        self.n_ctx = cfg.n_ctx
-        self.rotary = cfg.c_position == "rope"
-        self.scale = 1.0 / (math.sqrt(self.head_dim) * cfg.r_temp)
-        width = (self.n_heads + 2 * self.n_kv) * self.head_dim
-        self.qkv = Linear(rng, cfg.n_emb, width, bias=cfg.c_bias)
-        self.proj = Linear(rng, cfg.head_width, cfg.n_emb, bias=cfg.c_bias,
-                           std=0.02 / math.sqrt(2 * max(cfg.n_layers, 1)))
-        self.cache: Any = None
-        self.attn_cache: Any = None
-
-    def kv_heads(self, cfg: Any) -> int:
-        return cfg.n_heads
-
-    # hooks: how head outputs (B, H, T, D) are combined before the output projection
-    def mix_heads(self, x: Any, y: Any, ctx: Context) -> Any:
-        return y
-
-    def mix_heads_backward(self, dy: Any) -> tuple[Any, Any]:
-        """Returns (gradient w.r.t. head outputs, extra gradient w.r.t. the block input or None)."""
-        return dy, None
-
-    # hooks: attention of (B, H, T, D) queries over (B, K, T, D) keys/values, cache included
-    def attend_heads(self, q: Any, k: Any, v: Any, ctx: Context) -> Any:
-        """Every query sees every earlier key (and itself). While decoding the keys/values of earlier
-        calls come from the KV cache. Query heads are grouped by the K/V head they share, so gqa's
-        keys are broadcast, never copied."""
-        if ctx.decoding:
-            k, v = cache_append(ctx.module_state(self), k, v, self.n_ctx)
-        b, h, t, d = q.shape
-        q = q.reshape(b, self.n_kv, h // self.n_kv, t, d)
-        k, v = k[:, :, None], v[:, :, None]
-        y, p = attend(q, k, v, causal_bias(t, k.shape[3], ctx, rank=5), self.scale)
-        valid = training_valid(ctx)
-        if valid is not None:  # padding queries output 0 (left padding: they would average blocked keys)
-            keep = valid[:, None, None, :, None].astype(p.dtype)
-            p *= keep
-            y *= keep
-        if not ctx.decoding:
-            self.attn_cache = q, k, v, p
-        return y.reshape(b, h, t, d)
-
-    def attend_heads_backward(self, dy: Any) -> tuple[Any, Any, Any]:
-        q, k, v, p = self.attn_cache
-        self.attn_cache = None
-        b, kv, g, t, d = q.shape
-        dq, dk, dv = attend_backward(dy.reshape(q.shape), q, k, v, p, self.scale)
-        return dq.reshape(b, kv * g, t, d), dk.sum(axis=2), dv.sum(axis=2)
-
-    def forward(self, x: Any, ctx: Context) -> Any:
-        b, t, _ = x.shape
-        h, kv, d = self.n_heads, self.n_kv, self.head_dim
-        qkv = self.qkv(x).reshape(b, t, h + 2 * kv, d)
-        q = qkv[:, :, :h].transpose(0, 2, 1, 3)
-        k = qkv[:, :, h:h + kv].transpose(0, 2, 1, 3)
-        v = qkv[:, :, h + kv:].transpose(0, 2, 1, 3)
-        rot = None
-        if self.rotary:
-            rot = rope_tables(ctx.positions, d)
-            q, k = rope(q, *rot), rope(k, *rot)
-        y = self.mix_heads(x, self.attend_heads(q, k, v, ctx), ctx)
-        if not ctx.decoding:
-            self.cache = rot, qkv.shape
-        return self.proj(merge_heads(y))
-
-    def backward(self, dout: Any) -> Any:
-        rot, shape = self.cache
-        self.cache = None
-        h, kv = self.n_heads, self.n_kv
-        dy, dx_extra = self.mix_heads_backward(split_heads(self.proj.backward(dout), h))
-        dq, dk, dv = self.attend_heads_backward(dy)
-        if rot is not None:
-            dq, dk = rope(dq, *rot, inverse=True), rope(dk, *rot, inverse=True)
-        dqkv = backend.xp.empty(shape, dtype=dq.dtype)
-        dqkv[:, :, :h] = dq.transpose(0, 2, 1, 3)
-        dqkv[:, :, h:h + kv] = dk.transpose(0, 2, 1, 3)
-        dqkv[:, :, h + kv:] = dv.transpose(0, 2, 1, 3)
-        dx = self.qkv.backward(dqkv.reshape(shape[0], shape[1], -1))
-        if dx_extra is not None:
-            dx += dx_extra
-        return dx
-
-    def mixing_flops(self, n_ctx: int) -> float:
-        """QK^T and PV: 2 matmuls x 2 FLOPs x n_ctx keys x head width, per token."""
-        return 4.0 * n_ctx * self.n_heads * self.head_dim
-
-
-# ---- the prefix-mean (linear, query-free) module ------------------------------------------------------
+# ---- prefix means ---------------------------------------------------------------------------------
 
 
 def suffix_sum(x: Any, axis: int = 1) -> Any:
@@ -284,59 +199,32 @@ def prefix_mean_backward(dy: Any, w: Any, v: Any, y: Any, den: Any) -> tuple[Any
     return (v * r + q).astype(w.dtype), (w * r).astype(w.dtype)
 
 
-class PrefixMeanMixer(Module):
-    """Query-free linear attention: K and V projections (one fused matmul), per-channel non-negative
-    weights w = f(k) from a subclass, y_t = sum_{j<=t} w_j v_j / sum_{j<=t} w_j, output projection.
-    O(T) in training (prefix sums), a fixed-size state while decoding. Padding tokens (ctx.valid) get
-    a zero key and a zero weight, so they change nothing, and output 0."""
+# ---- the per-head gate of moh and swh ---------------------------------------------------------------
 
-    eps: float = 0.0  # weight of an always-present zero value in the mean (see gla)
+
+def heads_first(g: Any) -> Any:
+    """(B, T, H) per-token head weights -> (B, H, T, 1), to scale (B, H, T, D) head outputs."""
+    return g.transpose(0, 2, 1)[..., None]
+
+
+def heads_last(s: Any) -> Any:
+    """(B, H, T, 1) -> (B, T, H): the inverse of heads_first."""
+    return s[..., 0].transpose(0, 2, 1)
+
+
+class HeadGate(Linear):
+    """One weight per head and token read from the block input: z = (x W_g + b_g) / r_temp,
+    g = softmax(z). Called, it is the plain Linear (the logits before the temperature)."""
 
     def __init__(self, cfg: Any, rng: numpy.random.Generator) -> None:
-        self.width = cfg.head_width
-        self.kv = Linear(rng, cfg.n_emb, 2 * self.width, bias=cfg.c_bias)
-        self.proj = Linear(rng, self.width, cfg.n_emb, bias=cfg.c_bias,
-                           std=0.02 / math.sqrt(2 * max(cfg.n_layers, 1)))
-        self.cache: Any = None
+        super().__init__(rng, cfg.n_emb, cfg.n_heads, bias=cfg.c_bias)
+        self.temp = cfg.r_temp
 
-    # hooks: per-channel weights from the keys (B, T, C) -> (B, T, C), >= 0, and their backward
-    def key_weights(self, k: Any, ctx: Context) -> Any:
-        raise NotImplementedError
+    def scores(self, x: Any) -> tuple[Any, Any]:
+        """(z, g), both (B, T, H)."""
+        z = self(x) / self.temp
+        return z, softmax(z)
 
-    def key_weights_backward(self, dw: Any) -> Any:
-        raise NotImplementedError
-
-    def forward(self, x: Any, ctx: Context) -> Any:
-        kv = self.kv(x)
-        k, v = kv[..., :self.width], kv[..., self.width:]
-        valid = training_valid(ctx)
-        keep = None if valid is None else valid[..., None].astype(kv.dtype)
-        if keep is not None:
-            k = k * keep
-        w = self.key_weights(k, ctx)
-        if keep is not None:
-            w = w * keep
-        y, den = prefix_mean(w, v, self.eps, ctx.module_state(self) if ctx.decoding else None)
-        if keep is not None:  # padding positions output 0, as in HeadAttention
-            y *= keep
-        if not ctx.decoding:
-            self.cache = w, v, y, den, keep
-        return self.proj(y)
-
-    def backward(self, dout: Any) -> Any:
-        w, v, y, den, keep = self.cache
-        self.cache = None
-        dy = self.proj.backward(dout)
-        if keep is not None:
-            dy *= keep
-        dw, dv = prefix_mean_backward(dy, w, v, y, den)
-        if keep is not None:
-            dw *= keep
-        dk = self.key_weights_backward(dw)
-        if keep is not None:
-            dk *= keep
-        return self.kv.backward(backend.xp.concatenate([dk, dv], axis=-1))
-
-    def mixing_flops(self, n_ctx: int) -> float:
-        """w*v, two prefix sums and a division per channel, and the weight function (~2)."""
-        return 6.0 * self.width
+    def scores_backward(self, g: Any, dg: Any) -> Any:
+        """Gradient w.r.t. the block input from dL/dg (adds into W_g, b_g)."""
+        return self.backward(softmax_backward(g, dg) / self.temp)

@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy
 
-from baby.nn.core import Module, Setting, register
+from baby.nn.core import Module, register
 from baby.nn.layers import matmul2d, normal, param
-from baby.nn.network.common import require
 from baby.nn.network.mlp import MLP
+from baby.nn.settings import Setting, require
 
 
 class LowRankLinear(Module):
@@ -69,8 +69,8 @@ class LowRankLinear(Module):
 class LowRankMLP(MLP):
     """mlp (expand, GELU, project back) with both projections low-rank adapted."""
 
-    @staticmethod
-    def check_config(cfg: Any) -> None:
+    @classmethod
+    def check_config(cls, cfg: Any) -> None:
         require(cfg.n_rank <= min(cfg.n_emb, cfg.hidden),
                 f"n_rank={cfg.n_rank} must not exceed n_emb={cfg.n_emb} (or the hidden width {cfg.hidden}): "
                 "a rank-r update is only low-rank when r is below both sides of the projection")
