@@ -1,7 +1,7 @@
 """HeadAttention: causal multi-head softmax attention, the base of mha, gqa, moh, swh and rfa.
 mha uses it as it is; gqa overrides ``kv_heads``, moh and swh override ``mix_heads``/
 ``mix_heads_backward``, rfa overrides ``attend_heads``/``attend_heads_backward`` (a sliding window
-instead of the whole causal prefix).
+instead of the whole causal prefix). ``GatedHeadAttention`` adds the per-head gate of moh and swh.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from baby import backend
 from baby.nn.context import Context
 from baby.nn.core import Mixer
 from baby.nn.layers import Linear, residual_std
-from baby.nn.mixers.kit import (attend, attend_backward, causal_bias, history_append, merge_heads, rope,
+from baby.nn.mixers.kit import (HeadGate, attend, attend_backward, causal_bias, history_append, merge_heads, rope,
                                 rope_tables, split_heads, training_valid)
 from baby.nn.settings import require
 
@@ -121,3 +121,14 @@ class HeadAttention(Mixer):
     def mixing_flops(self, n_ctx: int) -> float:
         """QK^T and PV: 2 matmuls x 2 FLOPs x n_ctx keys x head width, per token."""
         return 4.0 * n_ctx * self.n_heads * self.head_dim
+
+
+class GatedHeadAttention(HeadAttention):
+    """HeadAttention whose head outputs are weighed by a per-token softmax gate over heads read from
+    the block input (``kit.HeadGate``): the common set-up of moh and swh."""
+
+    def __init__(self, cfg: Any, rng: numpy.random.Generator) -> None:
+        super().__init__(cfg, rng)
+        self.gate = HeadGate(cfg, rng)
+        self.temp = cfg.r_temp
+        self.gate_cache: Any = None

@@ -11,22 +11,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy
 
 from baby.nn.context import Context
 from baby.nn.core import register
-from baby.nn.mixers.head_attention import HeadAttention
-from baby.nn.mixers.kit import HeadGate, heads_first, heads_last
+from baby.nn.mixers.head_attention import GatedHeadAttention
+from baby.nn.mixers.kit import heads_first, heads_last
 
 
 @register("mixer", "moh")
-class MixtureOfHeads(HeadAttention):
-    def __init__(self, cfg: Any, rng: numpy.random.Generator) -> None:
-        super().__init__(cfg, rng)
-        self.gate = HeadGate(cfg, rng)
-        self.temp = cfg.r_temp
-        self.gate_cache: Any = None
-
+class MixtureOfHeads(GatedHeadAttention):
     def mix_heads(self, x: Any, y: Any, ctx: Context) -> Any:
         g = self.gate.scores(x)[1]
         if not ctx.decoding:

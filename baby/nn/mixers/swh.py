@@ -28,18 +28,15 @@ import numpy
 from baby import backend
 from baby.nn.context import Context
 from baby.nn.core import register
-from baby.nn.mixers.head_attention import HeadAttention
-from baby.nn.mixers.kit import HeadGate, heads_first, heads_last
+from baby.nn.mixers.head_attention import GatedHeadAttention
+from baby.nn.mixers.kit import heads_first, heads_last
 
 
 @register("mixer", "swh")
-class SwitchHead(HeadAttention):
+class SwitchHead(GatedHeadAttention):
     def __init__(self, cfg: Any, rng: numpy.random.Generator) -> None:
         super().__init__(cfg, rng)
-        self.gate = HeadGate(cfg, rng)
-        self.temp = cfg.r_temp
         self.straight_through = True
-        self.gate_cache: Any = None
 
     def choose(self, x: Any) -> tuple[Any, Any]:
         """(soft gate g, one-hot choice m), both (B, T, H)."""
