@@ -17,6 +17,7 @@ from baby.corpus import count_words, encode_documents, fingerprint, read_documen
 from baby.data import split_stream
 from baby.generate import generate
 from baby.nn.model import GPT
+from baby.nn.network.lor import freeze_base
 from baby.runs import RunError, RunStore, decode_tensor, encode_tensor, new_guid
 from baby.tokenizers import Tokenizer, tokenizer_from_dict, train_tokenizer
 from baby.train import Trainer, unigram_entropy
@@ -222,9 +223,7 @@ def finetune(guid: str, inputs: list[str], root: str | Path = ".", overrides: di
         model.grow_vocab(tokenizer.n_vocab, seed=cfg.seed + 1)
         log(f"vocabulary grew by {added} to {tokenizer.n_vocab}")
     if getattr(cfg, "c_freeze_base", False):  # LoRA finetuning: only the low-rank matrices train
-        for name, p in model.named_parameters():
-            p.frozen = "lora_" not in name
-        trainable = sum(p.data.size for p in model.parameters() if not p.frozen)
+        trainable = freeze_base(model)
         if not trainable:
             raise ConfigError("c_freeze_base=true leaves nothing to train: the model has no lor network")
         log(f"frozen base: {trainable:,} of {model.n_params():,} parameters train")

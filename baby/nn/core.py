@@ -103,6 +103,16 @@ class Variant(Module):
         """Raise ConfigError for a combination of settings this variant cannot build or train with.
         The config calls it at validation time for every chosen variant (default: nothing to check)."""
 
+    @classmethod
+    def check_config_unchosen(cls, cfg: "Config") -> None:
+        """Raise ConfigError when a setting of this variant is set although the variant is not chosen
+        and the setting would silently do nothing. Called for every registered variant not chosen."""
+
+    @classmethod
+    def prepare_model(cls, model: Module, cfg: "Config") -> None:
+        """Called once on the whole model after it is built, for every chosen variant (lor freezes
+        all but its low-rank matrices here when c_freeze_base is set)."""
+
     def mixing_flops(self, n_ctx: int) -> float:
         """Forward FLOPs per token beyond the weight matmuls (mixing over ``n_ctx`` positions)."""
         return 0.0
@@ -170,9 +180,10 @@ def names(kind: str) -> list[str]:
 
 
 def entries(kind: str) -> list[Entry]:
-    """Each registered class of a kind once (no aliases)."""
+    """Each registered class of a kind once (no aliases), by name: the order never depends on which
+    module happened to be imported first."""
     _load_all()
-    return list({e.name: e for e in REGISTRY.get(kind, {}).values()}.values())
+    return sorted({e.name: e for e in REGISTRY.get(kind, {}).values()}.values(), key=lambda e: e.name)
 
 
 _LOADED = False

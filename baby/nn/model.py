@@ -69,6 +69,10 @@ class GPT(Module):
         self.norm = build_norm(cfg, cfg.c_norm_final)
         self.head = None if cfg.c_tie else Linear(rng, cfg.n_emb, n_vocab, bias=False)
         self.h: Any = None
+        variants = {core.lookup("mixer", m).cls for m in cfg.mixers}
+        variants |= {core.lookup("network", cfg.c_network).cls} if cfg.c_network else set()
+        for cls in variants:
+            cls.prepare_model(self, cfg)
 
     # ---- forward / backward ----------------------------------------------------------------------
 

@@ -1,6 +1,5 @@
 """The one list of variant modules: importing them runs their ``@register`` lines. Adding a variant is
-its file plus one name here. ``core`` calls ``load()`` on the first registry lookup; the order here is
-the order of the settings table."""
+its file plus one name here. ``core`` calls ``load()`` on the first registry lookup."""
 from __future__ import annotations
 
 
