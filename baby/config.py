@@ -15,11 +15,10 @@ from typing import Any
 
 from baby.jsonio import FileFault, read_json
 from baby.nn import core
-from baby.nn.core import Setting
+from baby.nn.settings import ConfigError, Setting
 
-
-class ConfigError(ValueError):
-    """A setting that is unknown, of the wrong type, or out of range."""
+__all__ = ["Config", "ConfigError", "Setting", "all_settings", "parse_override", "parse_warmup",
+           "parse_word_counts", "settings_table"]
 
 
 def _s(key: str, type_: type, default: Any, doc: str, low: float | None = None,
@@ -58,7 +57,8 @@ BASE: tuple[Setting, ...] = (
     _s("batch_size", int, 16, "windows per micro-batch", 1, 1 << 16),
     _s("n_accumulate", int, 1, "micro-batches per optimizer step (gradient accumulation)", 1, 1024),
     _s("r_dropout", float, 0.0, "dropout rate on embeddings and residual branches", 0.0, 0.9),
-    _s("r_temp", float, 1.0, "temperature of attention and gate softmaxes", 1e-3, 1e3),
+    _s("r_temp", float, 1.0, "softmax temperature: attention scores (mha, gqa, moh, swh, rfa, induction), "
+       "the moh/swh head gates and the moe router (not conv's taps)", 1e-3, 1e3),
     _s("r_learn", float, 1e-3, "peak learning rate", 1e-7, 1.0),
     _s("r_learn_min", float, 1e-4, "learning rate at the end of the cosine decay", 0.0, 1.0),
     _s("s_warmup", str, "auto", "linear warmup: none, auto (min(100, 5% of steps)), steps (int) or a fraction (0-1)"),
@@ -206,10 +206,13 @@ class Config:
         if v["c_network"] and v["c_network"] not in core.names("network"):
             raise ConfigError(f"c_network={v['c_network']!r}: allowed {', '.join(core.names('network'))}")
         chosen = [("mixer", m) for m in self.mixers] + ([("network", v["c_network"])] if v["c_network"] else [])
-        for kind, name in chosen:  # relations a variant's settings must satisfy (n_top <= n_experts ...)
-            check = getattr(core.lookup(kind, name).cls, "check_config", None)
-            if check is not None:
-                check(self)
+        chosen_classes = {core.lookup(kind, name).cls for kind, name in chosen}
+        for cls in chosen_classes:  # relations a variant's settings must satisfy (n_top <= n_experts ...)
+            cls.check_config(self)
+        for kind in ("mixer", "network"):  # settings of a variant that is not chosen (c_freeze_base ...)
+            for entry in core.entries(kind):
+                if entry.cls not in chosen_classes:
+                    entry.cls.check_config_unchosen(self)
         if v["c_tokenizer"] == "bpe" and v["n_vocab"] < 260:
             raise ConfigError(f"n_vocab={v['n_vocab']}: a bpe tokenizer needs n_vocab >= 260 (256 bytes + specials)")
         parse_warmup(v["s_warmup"], 1000)

@@ -22,6 +22,7 @@ from baby.generate import generate
 from baby.jsonio import FileFault
 from baby.memory import check_fits
 from baby.nn.model import GPT
+from baby.nn.network.lor import freeze_base
 from baby.runs import RunError, RunStore, new_guid
 from baby.tokenizers import Tokenizer, tokenizer_digest, tokenizer_from_dict, train_tokenizer
 from baby.train import Trainer, schedule, unigram_entropy
@@ -302,9 +303,7 @@ def finetune(guid: str, inputs: list[str], root: str | Path = ".", overrides: di
     for line in check_memory(cfg, tokenizer.n_vocab):
         log(f"notice: {line}")
     if getattr(cfg, "c_freeze_base", False):  # LoRA finetuning: only the low-rank matrices train
-        for name, p in model.named_parameters():
-            p.frozen = "lora_" not in name
-        trainable = sum(p.data.size for p in model.parameters() if not p.frozen)
+        trainable = freeze_base(model)
         if not trainable:
             raise ConfigError("c_freeze_base=true leaves nothing to train: the model has no lor network")
         log(f"frozen base: {trainable:,} of {model.n_params():,} parameters train")

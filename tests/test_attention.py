@@ -12,9 +12,9 @@ import pytest
 from baby import backend
 from baby.config import Config
 from baby.nn import core
-from baby.nn.attention.common import HeadAttention
-from baby.nn.attention.moh import heads_first
-from baby.nn.attention.swh import SwitchHead
+from baby.nn.mixers.head_attention import HeadAttention
+from baby.nn.mixers.kit import heads_first
+from baby.nn.mixers.swh import SwitchHead
 from baby.nn.context import Context
 from baby.nn.gradcheck import check_module, directional_check
 from baby.nn.layers import softmax
@@ -320,7 +320,7 @@ def prefix_reference(module, x, weights) -> numpy.ndarray:
 
 
 def test_aft_matches_its_equations(device64: str) -> None:
-    from baby.nn.attention.aft import KEY_CAP
+    from baby.nn.mixers.aft import KEY_CAP
     module = build("aft")
     roughen(module)
     x = inputs(13)

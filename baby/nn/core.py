@@ -7,9 +7,13 @@ is what tied weights and gradient accumulation need).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from baby import backend
+from baby.nn.settings import Setting
+
+if TYPE_CHECKING:
+    from baby.config import Config
 
 
 class Parameter:
@@ -90,22 +94,48 @@ def _children(name: str, value: Any) -> Iterator[tuple[str, Any]]:
                 yield f"{name}.{i}", item
 
 
+class Variant(Module):
+    """A module chosen by name in the config (a mixer or a network). The hooks it may implement are
+    declared here, so the config and the model call them without looking them up."""
+
+    @classmethod
+    def check_config(cls, cfg: "Config") -> None:
+        """Raise ConfigError for a combination of settings this variant cannot build or train with.
+        The config calls it at validation time for every chosen variant (default: nothing to check)."""
+
+    @classmethod
+    def check_config_unchosen(cls, cfg: "Config") -> None:
+        """Raise ConfigError when a setting of this variant is set although the variant is not chosen
+        and the setting would silently do nothing. Called for every registered variant not chosen."""
+
+    @classmethod
+    def prepare_model(cls, model: Module, cfg: "Config") -> None:
+        """Called once on the whole model after it is built, for every chosen variant (lor freezes
+        all but its low-rank matrices here when c_freeze_base is set)."""
+
+    def mixing_flops(self, n_ctx: int) -> float:
+        """Forward FLOPs per token beyond the weight matmuls (mixing over ``n_ctx`` positions)."""
+        return 0.0
+
+    def decoding_state(self, ctx: Any) -> dict[str, Any] | None:
+        """This module's state across incremental decoding calls (a dict it owns), or None in a full
+        forward, when the whole sequence is given at once and backward may follow."""
+        return ctx.module_state(self) if ctx.decoding else None
+
+
+class Mixer(Variant):
+    """A sequence mixer (``c_attention``): (B, T, C) -> (B, T, C), causal; mixes across positions."""
+
+
+class Network(Variant):
+    """A feed-forward variant (``c_network``): (B, T, C) -> (B, T, C) in the second residual branch."""
+
+
 # ----------------------------------------------------------------------------------------------
-# Registry: config names -> classes. Kinds: "mixer" (attention variants, conv, induction),
-# "network" (feed-forward variants), "norm", "tokenizer".
+# Registry: config names -> classes. Kinds: "mixer" (every sequence mixer: attention variants, conv,
+# induction), "network" (feed-forward variants), "norm".
 
-@dataclass(frozen=True)
-class Setting:
-    """A config key a registered class needs: type, default, allowed range and a one-line doc."""
-
-    key: str
-    type: type
-    default: Any
-    doc: str
-    low: float | None = None
-    high: float | None = None
-    choices: tuple[Any, ...] | None = None
-
+BASES: dict[str, type] = {"mixer": Mixer, "network": Network}
 
 @dataclass
 class Entry:
@@ -122,6 +152,8 @@ def register(kind: str, name: str, aliases: tuple[str, ...] = (),
              settings: tuple[Setting, ...] = ()) -> Callable[[type], type]:
     """Class decorator: ``@register("mixer", "mha")`` makes ``c_attention: "mha"`` build it."""
     def wrap(cls: type) -> type:
+        if not issubclass(cls, BASES.get(kind, object)):
+            raise TypeError(f"{kind} {name!r}: {cls.__name__} must derive from {BASES[kind].__name__}")
         entry = Entry(name, cls, aliases, settings)
         table = REGISTRY.setdefault(kind, {})
         for key in (name, *aliases):
@@ -148,11 +180,18 @@ def names(kind: str) -> list[str]:
 
 
 def entries(kind: str) -> list[Entry]:
-    """Each registered class of a kind once (no aliases)."""
+    """Each registered class of a kind once (no aliases), by name: the order never depends on which
+    module happened to be imported first."""
     _load_all()
-    return list({e.name: e for e in REGISTRY.get(kind, {}).values()}.values())
+    return sorted({e.name: e for e in REGISTRY.get(kind, {}).values()}.values(), key=lambda e: e.name)
+
+
+_LOADED = False
 
 
 def _load_all() -> None:
-    # Importing the packages runs their @register lines.
-    from baby.nn import attention, network, mixers, layers  # noqa: F401, PLC0415
+    global _LOADED
+    if not _LOADED:
+        from baby.nn import variants  # noqa: PLC0415 - the variants import this module
+        variants.load()
+        _LOADED = True

@@ -12,7 +12,8 @@ from typing import Any
 import numpy
 
 from baby import backend
-from baby.nn.core import Module, Parameter, Setting, register
+from baby.nn.core import Module, Parameter, register
+from baby.nn.settings import Setting
 
 
 def param(array: numpy.ndarray, decay: bool = False) -> Parameter:
@@ -21,6 +22,12 @@ def param(array: numpy.ndarray, decay: bool = False) -> Parameter:
 
 def normal(rng: numpy.random.Generator, shape: tuple[int, ...], std: float = 0.02) -> Parameter:
     return param(rng.normal(0.0, std, shape), decay=True)
+
+
+def residual_std(cfg: Any) -> float:
+    """GPT-2's init for a projection that writes into the residual stream: 0.02 / sqrt(2 * layers),
+    so the sum over layers does not grow with depth. Every mixer and network uses it."""
+    return 0.02 / math.sqrt(2 * max(cfg.n_layers, 1))
 
 
 def matmul2d(x: Any, w: Any) -> Any:
@@ -263,4 +270,4 @@ def log_softmax(logits: Any) -> Any:
 
 __all__ = ["Linear", "Embedding", "LayerNorm", "RMSNorm", "Dropout", "gelu", "gelu_backward", "silu",
            "silu_backward", "sigmoid", "softmax", "softmax_", "softmax_backward", "softmax_backward_", "cross_entropy", "log_softmax",
-           "param", "normal", "Setting"]
+           "param", "normal", "residual_std", "Setting"]

@@ -3,16 +3,18 @@
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy
 
 from baby import backend
-from baby.config import Config
 from baby.nn import core
 from baby.nn.context import Context
 from baby.nn.core import Module
 from baby.nn.layers import Dropout, Embedding, Linear, matmul2d, normal
+
+if TYPE_CHECKING:
+    from baby.config import Config
 
 
 class Residual(Module):
@@ -67,6 +69,10 @@ class GPT(Module):
         self.norm = build_norm(cfg, cfg.c_norm_final)
         self.head = None if cfg.c_tie else Linear(rng, cfg.n_emb, n_vocab, bias=False)
         self.h: Any = None
+        variants = {core.lookup("mixer", m).cls for m in cfg.mixers}
+        variants |= {core.lookup("network", cfg.c_network).cls} if cfg.c_network else set()
+        for cls in variants:
+            cls.prepare_model(self, cfg)
 
     # ---- forward / backward ----------------------------------------------------------------------
 
@@ -133,7 +139,7 @@ class GPT(Module):
         matmul = sum(p.data.size for p in self.parameters() if p.data.ndim == 2 and id(p) not in lookup_tables)
         if self.head is None:
             matmul += self.tok.weight.data.size
-        mixing = sum(getattr(m, "mixing_flops", lambda _t: 0)(t) for m in self.modules())
+        mixing = sum(m.mixing_flops(t) for m in self.modules() if isinstance(m, core.Variant))
         forward = 2.0 * matmul + mixing
         return {"forward": forward, "training": 3.0 * forward}
 

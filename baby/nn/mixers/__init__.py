@@ -1,2 +1,3 @@
-"""Attention-free sequence mixers (dynamic conv, induction); importing a module registers it."""
-from baby.nn.mixers import conv, induction  # noqa: F401
+"""Every sequence mixer (``c_attention``): attention variants, conv, induction, over one kit of shared
+pieces (kit.py) and two base modules (head_attention.py, prefix_mixer.py). ``baby.nn.variants`` lists
+the variant modules to load."""

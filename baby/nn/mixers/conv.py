@@ -12,16 +12,16 @@ so a left-padded sequence gives the same outputs as the unpadded one.
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy
 
 from baby import backend
-from baby.config import ConfigError
 from baby.nn.context import Context
-from baby.nn.core import Module, Setting, register
-from baby.nn.layers import Linear, sigmoid, softmax, softmax_backward
+from baby.nn.core import Mixer, register
+from baby.nn.layers import Linear, residual_std, sigmoid, softmax, softmax_backward
+from baby.nn.mixers.kit import recent_window
+from baby.nn.settings import ConfigError, Setting, require
 
 
 def parse_dilations(text: str) -> list[int]:
@@ -49,7 +49,14 @@ def conv_groups(cfg: Any) -> int:
     Setting("n_conv_taps", int, 3, "conv: taps per kernel (k)", 1, 64),
     Setting("s_conv_dilations", str, "1,2,4", "conv: dilations applied in turn, positive integers joined by ','"),
 ))
-class DynamicConv(Module):
+class DynamicConv(Mixer):
+    @classmethod
+    def check_config(cls, cfg: Any) -> None:
+        conv_groups(cfg)
+        parse_dilations(cfg.s_conv_dilations)
+        require(cfg.n_conv_taps >= 2, f"n_conv_taps={cfg.n_conv_taps}: conv needs at least 2 taps (with one, "
+                "the softmax over taps is the constant 1 and its kernels get no gradient)")
+
     def __init__(self, cfg: Any, rng: numpy.random.Generator) -> None:
         width = cfg.n_emb
         self.groups, self.taps = conv_groups(cfg), cfg.n_conv_taps
@@ -57,7 +64,7 @@ class DynamicConv(Module):
         # kernel logits keep their bias whatever c_bias says (the original's "Linear with bias")
         self.kernels = [Linear(rng, width, self.groups * self.taps, bias=True) for _ in self.dilations]
         self.gates = [Linear(rng, width, width, bias=cfg.c_bias) for _ in self.dilations]
-        self.proj = Linear(rng, width, width, bias=cfg.c_bias, std=0.02 / math.sqrt(2 * max(cfg.n_layers, 1)))
+        self.proj = Linear(rng, width, width, bias=cfg.c_bias, std=residual_std(cfg))
         self.cache: Any = None
 
     def offsets(self, dilation: int) -> list[int]:
@@ -69,17 +76,11 @@ class DynamicConv(Module):
         if ctx.valid is not None:
             keep = ctx.valid[..., None].astype(x.dtype)
             x = x * keep
-        state = ctx.module_state(self) if ctx.decoding else None
+        state = self.decoding_state(ctx)
         cur, levels = x, []
         for i, dilation in enumerate(self.dilations):
-            reach = (self.taps - 1) * dilation
             # zeros before the first position; when decoding, this level's last `reach` inputs so far
-            history = None if state is None else state.get(i)
-            if history is None:
-                history = backend.xp.zeros((x.shape[0], reach, x.shape[2]), dtype=x.dtype)
-            padded = backend.xp.concatenate([history, cur], axis=1)
-            if state is not None:
-                state[i] = padded[:, padded.shape[1] - reach:].copy()
+            padded = recent_window(state, i, cur, (self.taps - 1) * dilation)
             cur, level = self.level_forward(i, cur, padded, dilation)
             levels.append(level)
         if state is None:

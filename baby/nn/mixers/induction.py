@@ -22,11 +22,12 @@ from typing import Any
 import numpy
 
 from baby import backend
-from baby.config import ConfigError
 from baby.nn.context import Context
-from baby.nn.core import Module, Setting, register
-from baby.nn.layers import Linear, param, softmax_backward
+from baby.nn.core import Mixer, register
+from baby.nn.layers import Linear, param, residual_std, softmax_backward
 from baby.nn.mixers.induction_index import build_index, grow_index
+from baby.nn.mixers.kit import history_append, masked_softmax_
+from baby.nn.settings import Setting, require
 
 INDEX_KEY = "induction_index"  # ctx.once key and the decoding state shared by all induction layers
 
@@ -35,16 +36,20 @@ INDEX_KEY = "induction_index"  # ctx.once key and the decoding state shared by a
     Setting("n_induction_m", int, 5, "induction: earlier occurrences of the token scored per position (M)", 1, 64),
     Setting("n_induction_heads", int, 4, "induction: heads; must divide n_emb", 1, 1024),
 ))
-class Induction(Module):
+class Induction(Mixer):
+    @classmethod
+    def check_config(cls, cfg: Any) -> None:
+        require(cfg.n_emb % cfg.n_induction_heads == 0,
+                f"n_induction_heads={cfg.n_induction_heads} must divide n_emb={cfg.n_emb}")
+
     def __init__(self, cfg: Any, rng: numpy.random.Generator) -> None:
+        self.check_config(cfg)
         width, heads = cfg.n_emb, cfg.n_induction_heads
-        if width % heads:
-            raise ConfigError(f"n_induction_heads={heads} must divide n_emb={width}")
         self.n_heads, self.head_dim, self.m = heads, width // heads, cfg.n_induction_m
         self.n_ctx = cfg.n_ctx
         self.scale = 1.0 / (math.sqrt(self.head_dim) * cfg.r_temp)
         self.qkv = Linear(rng, width, 3 * width, bias=cfg.c_bias)  # W_q, W_k, W_v side by side
-        self.proj = Linear(rng, width, width, bias=cfg.c_bias, std=0.02 / math.sqrt(2 * max(cfg.n_layers, 1)))
+        self.proj = Linear(rng, width, width, bias=cfg.c_bias, std=residual_std(cfg))
         # The sink: one key and one value per head (biases rather than matrices: no weight decay).
         self.sink_key = param(rng.normal(0.0, 0.02, (heads, self.head_dim)))
         self.sink_value = param(rng.normal(0.0, 0.02, (heads, self.head_dim)))
@@ -65,7 +70,7 @@ class Induction(Module):
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # (B, T, H, D) each
         cand, mask = self.index(ctx)
         if ctx.decoding:  # candidates reach back into this layer's key/value history
-            k, v = self.remember(ctx.module_state(self), k, v)
+            k, v = history_append(ctx.module_state(self), self.n_ctx, 1, k, v)
         n_keys = k.shape[1]
 
         # Gather keys at the candidates and values at their followers, as rows of (B*S, H, D).
@@ -83,11 +88,9 @@ class Induction(Module):
         scores[:, :, :m] = xp.einsum("bthd,btmhd->btmh", q, kc)
         scores[:, :, m] = xp.einsum("bthd,hd->bth", q, self.sink_key.data)
         scores *= self.scale
-        blocked = numpy.finfo(x.dtype).min / 4  # exp() of it is exactly 0: no weight, no gradient
-        scores[:, :, :m] = xp.where(mask[..., None], scores[:, :, :m], blocked)
-        scores -= scores.max(axis=2, keepdims=True)
-        p = xp.exp(scores)
-        p /= p.sum(axis=2, keepdims=True)
+        usable = xp.ones((b, t, m + 1, 1), dtype=bool)  # the sink is always usable
+        usable[:, :, :m, 0] = mask
+        p = masked_softmax_(scores, usable, axis=2)
 
         y = xp.einsum("btmh,btmhd->bthd", p[:, :, :m], vc) + p[:, :, m, :, None] * self.sink_value.data
         if not ctx.decoding:
@@ -121,22 +124,6 @@ class Induction(Module):
         dqkv[:, :, 1] = dk.reshape(b, t, h, d)
         dqkv[:, :, 2] = dv.reshape(b, t, h, d)
         return self.qkv.backward(dqkv.reshape(b, t, 3 * h * d))
-
-    def remember(self, state: dict[str, Any], k: Any, v: Any) -> tuple[Any, Any]:
-        """Decoding: append the new keys/values to this layer's history (at most n_ctx positions)."""
-        xp = backend.xp
-        b, t, h, d = k.shape
-        if "k" not in state:
-            state["k"] = xp.empty((b, self.n_ctx, h, d), dtype=k.dtype)
-            state["v"] = xp.empty((b, self.n_ctx, h, d), dtype=v.dtype)
-            state["n"] = 0
-        n = state["n"]
-        if n + t > self.n_ctx:
-            raise RuntimeError(f"induction history of {self.n_ctx} positions overflowed; the model must re-prefill")
-        state["k"][:, n:n + t] = k
-        state["v"][:, n:n + t] = v
-        state["n"] = n + t
-        return state["k"][:, :n + t], state["v"][:, :n + t]
 
     def mixing_flops(self, n_ctx: int) -> float:
         # scores and weighted values over M candidates + the sink: 2 x 2 FLOPs x (M + 1) x width

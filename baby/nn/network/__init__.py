@@ -1,2 +1,1 @@
-"""Feed-forward variants; importing a variant module registers it."""
-from baby.nn.network import ggl, gln, lor, mlp, moe, nft, swi  # noqa: F401
+"""Feed-forward variants (``c_network``); ``baby.nn.variants`` lists the modules to load."""

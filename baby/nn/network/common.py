@@ -1,27 +1,12 @@
-"""Pieces several feed-forward variants share: the init scale of projections back into the residual
-stream, the gated-linear-unit products (value * sigmoid(gate) for gln/ggl, value * swish(gate) for
-swi) with their backward, and the config check that turns a bad combination into a clear error.
-"""
+"""The pieces several feed-forward variants share: the gated-linear-unit products (value *
+sigmoid(gate) for gln/ggl, value * swish(gate) for swi) with their backward. The init scale of
+residual projections is ``layers.residual_std`` (the mixers use it too)."""
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from baby import backend
 from baby.nn.layers import sigmoid, silu, silu_backward
-
-
-def residual_std(cfg: Any) -> float:
-    """GPT-2's init for a projection that writes into the residual stream: 0.02 / sqrt(2 * layers),
-    so the sum over layers does not grow with depth."""
-    return 0.02 / math.sqrt(2 * max(cfg.n_layers, 1))
-
-
-def require(ok: bool, message: str) -> None:
-    """Raise the config's error type (so callers catch one kind) when a relation between settings fails."""
-    if not ok:
-        from baby.config import ConfigError  # noqa: PLC0415 - config imports the registry, not us
-        raise ConfigError(message)
 
 
 # ---- gated linear units ---------------------------------------------------------------------------

@@ -12,9 +12,10 @@ from typing import Any
 import numpy
 
 from baby.nn.context import Context
-from baby.nn.core import Module, Setting, register
+from baby.nn.core import Network, register
 from baby.nn.layers import normal, param
-from baby.nn.network.common import glu, glu_backward, require
+from baby.nn.network.common import glu, glu_backward
+from baby.nn.settings import Setting, require
 
 
 def channel_shuffle(x: Any, groups: int) -> Any:
@@ -34,9 +35,9 @@ def channel_unshuffle(x: Any, groups: int) -> Any:
     Setting("n_groups", int, 4, "ggl: channel groups, each with its own gated linear (must divide n_emb)",
             1, 1 << 16),
 ))
-class GroupedGatedLinear(Module):
-    @staticmethod
-    def check_config(cfg: Any) -> None:
+class GroupedGatedLinear(Network):
+    @classmethod
+    def check_config(cls, cfg: Any) -> None:
         require(cfg.n_emb % cfg.n_groups == 0,
                 f"n_groups={cfg.n_groups} must divide n_emb={cfg.n_emb} (ggl splits the channels into equal groups)")
 

@@ -7,13 +7,13 @@ from typing import Any
 import numpy
 
 from baby.nn.context import Context
-from baby.nn.core import Module, register
+from baby.nn.core import Network, register
 from baby.nn.layers import Linear
 from baby.nn.network.common import glu, glu_backward
 
 
 @register("network", "gln", aliases=("lin",))
-class GatedLinear(Module):
+class GatedLinear(Network):
     def __init__(self, cfg: Any, rng: numpy.random.Generator) -> None:
         self.value_gate = Linear(rng, cfg.n_emb, 2 * cfg.n_emb, bias=cfg.c_bias)  # [value | gate]
         self.cache: Any = None

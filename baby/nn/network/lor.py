@@ -1,8 +1,10 @@
 """lor: low-rank adapted feed-forward. mlp's two projections each become a base projection plus a
 scaled rank-r update (LoRA):  y = x W + b + (alpha / r) * (x A) B,  A: (in, r), B: (r, out).
 
-Finetuning with ``c_freeze_base`` (or ``freeze_base()``) freezes every W and b, so only the A and B
-matrices train: r * (in + out) numbers per projection instead of in * out.
+``c_freeze_base`` has one meaning, owned here by ``freeze_base(model)``: only the A and B matrices of
+every lor projection train (r * (in + out) numbers per projection instead of in * out); everything
+else, bases, embeddings, norms and mixers, is frozen. The model applies it when it is built and
+finetune calls it again after growing the vocabulary.
 
 Initialisation: LoRA sets B = 0 so that a fresh adapter leaves a *pretrained* base unchanged. Here
 base and adapter are created together (training starts from scratch, and a finetune loads adapters
@@ -15,10 +17,10 @@ from typing import Any
 
 import numpy
 
-from baby.nn.core import Module, Setting, register
+from baby.nn.core import Module, register
 from baby.nn.layers import matmul2d, normal, param
-from baby.nn.network.common import require
 from baby.nn.network.mlp import MLP
+from baby.nn.settings import Setting, require
 
 
 class LowRankLinear(Module):
@@ -63,14 +65,24 @@ class LowRankLinear(Module):
     Setting("n_rank", int, 8, "lor: rank r of the low-rank update of each projection (at most n_emb)", 1, 1 << 16),
     Setting("r_lora_alpha", float, 16.0, "lor: the update is scaled by r_lora_alpha / n_rank (LoRA's alpha)",
             1e-3, 1e4),
-    Setting("c_freeze_base", bool, False, "lor: freeze the base projections so only the low-rank "
-            "matrices train (for finetuning)"),
+    Setting("c_freeze_base", bool, False, "lor: only the low-rank A/B matrices train; every other "
+            "parameter (bases, embeddings, norms, mixers) is frozen (for finetuning)"),
 ))
 class LowRankMLP(MLP):
     """mlp (expand, GELU, project back) with both projections low-rank adapted."""
 
-    @staticmethod
-    def check_config(cfg: Any) -> None:
+    @classmethod
+    def check_config_unchosen(cls, cfg: Any) -> None:
+        require(not cfg.c_freeze_base, f"c_freeze_base applies only to c_network=lor (c_network={cfg.c_network!r} "
+                "has no low-rank matrices to train)")
+
+    @classmethod
+    def prepare_model(cls, model: Module, cfg: Any) -> None:
+        if cfg.c_freeze_base:
+            freeze_base(model)
+
+    @classmethod
+    def check_config(cls, cfg: Any) -> None:
         require(cfg.n_rank <= min(cfg.n_emb, cfg.hidden),
                 f"n_rank={cfg.n_rank} must not exceed n_emb={cfg.n_emb} (or the hidden width {cfg.hidden}): "
                 "a rank-r update is only low-rank when r is below both sides of the projection")
@@ -78,14 +90,22 @@ class LowRankMLP(MLP):
     def __init__(self, cfg: Any, rng: numpy.random.Generator) -> None:
         self.check_config(cfg)
         super().__init__(cfg, rng)
-        if cfg.c_freeze_base:
-            self.freeze_base()
 
     def projection(self, cfg: Any, rng: numpy.random.Generator, n_in: int, n_out: int, std: float) -> Module:
         return LowRankLinear(rng, n_in, n_out, cfg.n_rank, cfg.r_lora_alpha / cfg.n_rank, cfg.c_bias, std)
 
     def freeze_base(self, frozen: bool = True) -> None:
-        """Mark the base weights and biases frozen (the optimizer and gradient check skip them).
-        Call before the optimizer is built: it packs only the parameters trainable at that moment."""
+        """Mark this module's base weights and biases frozen (the optimizer and gradient check skip
+        them); ``freeze_base(model)`` below does it for a whole model."""
         for p in self.up.base() + self.down.base():
             p.frozen = frozen
+
+
+def freeze_base(model: Module) -> int:
+    """c_freeze_base: freeze every parameter of ``model`` except the LoRA A/B matrices. Returns how
+    many numbers still train (0: the model has no lor network). Call before the optimizer is built:
+    it packs only the parameters trainable at that moment."""
+    low_rank = {id(p) for m in model.modules() if isinstance(m, LowRankLinear) for p in (m.lora_a, m.lora_b)}
+    for p in model.parameters():
+        p.frozen = id(p) not in low_rank
+    return int(sum(p.data.size for p in model.parameters() if not p.frozen))

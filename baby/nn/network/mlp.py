@@ -6,13 +6,12 @@ from typing import Any
 import numpy
 
 from baby.nn.context import Context
-from baby.nn.core import Module, register
-from baby.nn.layers import Linear, gelu, gelu_backward
-from baby.nn.network.common import residual_std
+from baby.nn.core import Module, Network, register
+from baby.nn.layers import Linear, gelu, gelu_backward, residual_std
 
 
 @register("network", "mlp")
-class MLP(Module):
+class MLP(Network):
     def __init__(self, cfg: Any, rng: numpy.random.Generator) -> None:
         self.up = self.projection(cfg, rng, cfg.n_emb, cfg.hidden, 0.02)
         self.down = self.projection(cfg, rng, cfg.hidden, cfg.n_emb, residual_std(cfg))

@@ -26,9 +26,9 @@ import numpy
 
 from baby import backend
 from baby.nn.context import Context
-from baby.nn.core import Module, Setting, register
-from baby.nn.layers import Linear, gelu, gelu_backward, normal, param, softmax, softmax_backward
-from baby.nn.network.common import require, residual_std
+from baby.nn.core import Network, register
+from baby.nn.layers import Linear, gelu, gelu_backward, normal, param, residual_std, softmax, softmax_backward
+from baby.nn.settings import Setting, require
 
 
 @register("network", "moe", settings=(
@@ -36,9 +36,9 @@ from baby.nn.network.common import require, residual_std
     Setting("n_top", int, 2, "moe: experts per token k (k = n_experts: the dense mixture)", 1, 1024),
     Setting("r_balance", float, 0.01, "moe: weight of the load-balancing loss (0: off)", 0.0, 10.0),
 ))
-class MixtureOfExperts(Module):
-    @staticmethod
-    def check_config(cfg: Any) -> None:
+class MixtureOfExperts(Network):
+    @classmethod
+    def check_config(cls, cfg: Any) -> None:
         require(cfg.n_top <= cfg.n_experts,
                 f"n_top={cfg.n_top} must not exceed n_experts={cfg.n_experts} (each token picks n_top distinct experts)")
 

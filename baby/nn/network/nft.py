@@ -21,19 +21,13 @@ import numpy
 
 from baby import backend
 from baby.nn.context import Context
-from baby.nn.core import Module, register
-from baby.nn.layers import Linear, sigmoid
-from baby.nn.network.common import residual_std
-
-
-def reverse_cumsum(a: Any, axis: int) -> Any:
-    """out[t] = sum over s >= t of a[s]: the backward of a cumsum."""
-    xp = backend.xp
-    return xp.flip(xp.cumsum(xp.flip(a, axis), axis=axis), axis)
+from baby.nn.core import Network, register
+from baby.nn.layers import Linear, residual_std, sigmoid
+from baby.nn.mixers.kit import prefix_mean, prefix_mean_backward
 
 
 @register("network", "nft")
-class NetworkFree(Module):
+class NetworkFree(Network):
     def __init__(self, cfg: Any, rng: numpy.random.Generator) -> None:
         self.width = cfg.n_emb
         self.qkv = Linear(rng, cfg.n_emb, 3 * cfg.n_emb, bias=cfg.c_bias)
@@ -41,23 +35,14 @@ class NetworkFree(Module):
         self.cache: Any = None
 
     def forward(self, x: Any, ctx: Context) -> Any:
-        xp = backend.xp
         c = self.width
         qkv = self.qkv(x)
         q, k, v = qkv[..., :c], qkv[..., c:2 * c], qkv[..., 2 * c:]
         sig_k = sigmoid(k)
         valid = ctx.valid if ctx.valid is not None and ctx.valid.shape == x.shape[:2] else None
         w = sig_k if valid is None else sig_k * valid[..., None]
-        num = xp.cumsum(w * v, axis=1)
-        den = xp.cumsum(w, axis=1)
-        if ctx.decoding:  # continue the running sums of the earlier positions
-            state = ctx.module_state(self)
-            if "num" in state:
-                num += state["num"][:, None]
-                den += state["den"][:, None]
-            state["num"], state["den"] = num[:, -1].copy(), den[:, -1].copy()
-        den += numpy.finfo(den.dtype).tiny  # a sequence that starts with padding has den = 0 there
-        avg = num / den
+        # where nothing has weight yet (a sequence that starts with padding) the mean is 0
+        avg, den = prefix_mean(w, v, 0.0, self.decoding_state(ctx))
         gate = sigmoid(q)
         if not ctx.decoding:
             self.cache = v, w, sig_k, den, avg, gate, valid
@@ -70,11 +55,7 @@ class NetworkFree(Module):
         dz = self.proj.backward(dout)
         dq = dz * avg * gate * (1.0 - gate)
         davg = dz * gate
-        dnum = davg / den  # avg = num / den
-        dden = -dnum * avg
-        dwv = reverse_cumsum(dnum, axis=1)  # num_t = sum_{s<=t} w_s v_s
-        dv = dwv * w
-        dw = dwv * v + reverse_cumsum(dden, axis=1)
+        dw, dv = prefix_mean_backward(davg, w, v, avg, den)
         if valid is not None:
             dw *= valid[..., None]
         dk = dw * sig_k * (1.0 - sig_k)

@@ -10,13 +10,13 @@ from typing import Any
 import numpy
 
 from baby.nn.context import Context
-from baby.nn.core import Module, register
-from baby.nn.layers import Linear
-from baby.nn.network.common import glu, glu_backward, residual_std
+from baby.nn.core import Network, register
+from baby.nn.layers import Linear, residual_std
+from baby.nn.network.common import glu, glu_backward
 
 
 @register("network", "swi")
-class SwiGLU(Module):
+class SwiGLU(Network):
     def __init__(self, cfg: Any, rng: numpy.random.Generator) -> None:
         self.up_gate = Linear(rng, cfg.n_emb, 2 * cfg.hidden, bias=cfg.c_bias)  # [up | gate]
         self.down = Linear(rng, cfg.hidden, cfg.n_emb, bias=cfg.c_bias, std=residual_std(cfg))

@@ -1,7 +1,7 @@
 """mha: multi-head causal softmax attention, separate Q, K, V per head; O(T^2) per sequence."""
 from __future__ import annotations
 
-from baby.nn.attention.common import HeadAttention
+from baby.nn.mixers.head_attention import HeadAttention
 from baby.nn.core import register
 
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from baby.nn.attention.common import HeadAttention
-from baby.nn.core import Setting, register
+from baby.nn.core import register
+from baby.nn.mixers.head_attention import HeadAttention
+from baby.nn.settings import Setting, require
 
 
 def default_kv_heads(n_heads: int) -> int:
@@ -20,9 +21,13 @@ def default_kv_heads(n_heads: int) -> int:
             "must divide n_heads (0: the largest divisor of n_heads up to n_heads/2)", 0, 1024),
 ))
 class GroupedQueryAttention(HeadAttention):
-    def kv_heads(self, cfg: Any) -> int:
+    @classmethod
+    def check_config(cls, cfg: Any) -> None:
+        super().check_config(cfg)
         n = cfg.n_kv_heads or default_kv_heads(cfg.n_heads)
-        if n > cfg.n_heads or cfg.n_heads % n:
-            raise ValueError(f"n_kv_heads={n} must divide n_heads={cfg.n_heads} "
-                             f"(allowed: {[k for k in range(1, cfg.n_heads + 1) if cfg.n_heads % k == 0]})")
-        return n
+        require(n <= cfg.n_heads and cfg.n_heads % n == 0,
+                f"n_kv_heads={n} must divide n_heads={cfg.n_heads} "
+                f"(allowed: {[k for k in range(1, cfg.n_heads + 1) if cfg.n_heads % k == 0]})")
+
+    def kv_heads(self, cfg: Any) -> int:
+        return cfg.n_kv_heads or default_kv_heads(cfg.n_heads)

@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from baby import backend
-from baby.nn.attention.common import PrefixMeanMixer
+from baby.nn.mixers.prefix_mixer import PrefixMeanMixer
 from baby.nn.context import Context
 from baby.nn.core import register
 

@@ -22,21 +22,22 @@ from typing import Any
 import numpy
 
 from baby import backend
-from baby.nn.attention.common import PrefixMeanMixer
+from baby.nn.mixers.kit import recent_window
+from baby.nn.mixers.prefix_mixer import PrefixMeanMixer
 from baby.nn.context import Context
-from baby.nn.core import Setting, register
+from baby.nn.core import register
+from baby.nn.settings import Setting
 from baby.nn.layers import param
 
 
-def causal_depthwise_conv(x: Any, taps: Any, history: Any) -> tuple[Any, Any]:
-    """out_t = sum_i taps[i] * x_{t-i} per channel for (B, T, C) x and (K, C) taps; ``history`` holds
-    the K-1 inputs before x (zeros at the start). Returns (out, the padded input for backward)."""
+def causal_depthwise_conv(x: Any, taps: Any, padded: Any) -> Any:
+    """out_t = sum_i taps[i] * x_{t-i} per channel for (B, T, C) x and (K, C) taps; ``padded`` is x
+    after the K-1 inputs before it (``recent_window``)."""
     n_taps, t = taps.shape[0], x.shape[1]
-    padded = backend.xp.concatenate([history, x], axis=1)
     out = taps[0] * x
     for i in range(1, n_taps):  # K is a handful of taps, each a vectorized shift
         out += taps[i] * padded[:, n_taps - 1 - i:n_taps - 1 - i + t]
-    return out, padded
+    return out
 
 
 def causal_depthwise_conv_backward(dout: Any, taps: Any, padded: Any, dtaps: Any) -> Any:
@@ -65,21 +66,13 @@ class GatedLinearAttention(PrefixMeanMixer):
         self.gate_cache: Any = None
 
     def key_weights(self, k: Any, ctx: Context) -> Any:
-        xp = backend.xp
-        n_taps = self.taps.shape[0]
-        if ctx.decoding:
-            state = ctx.module_state(self)
-            history = state.get("keys", xp.zeros((k.shape[0], n_taps - 1, k.shape[2]), dtype=k.dtype))
-        else:
-            history = xp.zeros((k.shape[0], n_taps - 1, k.shape[2]), dtype=k.dtype)
-        a, padded = causal_depthwise_conv(k, self.taps.data, history)
+        padded = recent_window(self.decoding_state(ctx), "keys", k, self.taps.shape[0] - 1)
+        a = causal_depthwise_conv(k, self.taps.data, padded)
         if self.shift is not None:
             a += self.shift.data
-        if ctx.decoding:
-            state["keys"] = padded[:, padded.shape[1] - (n_taps - 1):]
-        else:
+        if not ctx.decoding:
             self.gate_cache = a, padded
-        return xp.maximum(a, 0.0)
+        return backend.xp.maximum(a, 0.0)
 
     def key_weights_backward(self, dw: Any) -> Any:
         a, padded = self.gate_cache

@@ -11,34 +11,17 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy
 
-from baby.nn.attention.common import HeadAttention
 from baby.nn.context import Context
 from baby.nn.core import register
-from baby.nn.layers import Linear, softmax, softmax_backward
-
-
-def heads_first(g: Any) -> Any:
-    """(B, T, H) per-token head weights -> (B, H, T, 1), to scale (B, H, T, D) head outputs."""
-    return g.transpose(0, 2, 1)[..., None]
-
-
-def heads_last(s: Any) -> Any:
-    """(B, H, T, 1) -> (B, T, H): the inverse of heads_first."""
-    return s[..., 0].transpose(0, 2, 1)
+from baby.nn.mixers.head_attention import GatedHeadAttention
+from baby.nn.mixers.kit import heads_first, heads_last
 
 
 @register("mixer", "moh")
-class MixtureOfHeads(HeadAttention):
-    def __init__(self, cfg: Any, rng: numpy.random.Generator) -> None:
-        super().__init__(cfg, rng)
-        self.gate = Linear(rng, cfg.n_emb, cfg.n_heads, bias=cfg.c_bias)
-        self.temp = cfg.r_temp
-        self.gate_cache: Any = None
-
+class MixtureOfHeads(GatedHeadAttention):
     def mix_heads(self, x: Any, y: Any, ctx: Context) -> Any:
-        g = softmax(self.gate(x) / self.temp)
+        g = self.gate.scores(x)[1]
         if not ctx.decoding:
             self.gate_cache = y, g
         return y * (self.n_heads * heads_first(g))
@@ -47,5 +30,5 @@ class MixtureOfHeads(HeadAttention):
         y, g = self.gate_cache
         self.gate_cache = None
         dg = self.n_heads * heads_last((dy * y).sum(axis=-1, keepdims=True))
-        dx = self.gate.backward(softmax_backward(g, dg) / self.temp)
+        dx = self.gate.scores_backward(g, dg)
         return dy * (self.n_heads * heads_first(g)), dx

@@ -26,28 +26,22 @@ from typing import Any
 import numpy
 
 from baby import backend
-from baby.nn.attention.common import HeadAttention
-from baby.nn.attention.moh import heads_first, heads_last
 from baby.nn.context import Context
 from baby.nn.core import register
-from baby.nn.layers import Linear, softmax, softmax_backward
+from baby.nn.mixers.head_attention import GatedHeadAttention
+from baby.nn.mixers.kit import heads_first, heads_last
 
 
 @register("mixer", "swh")
-class SwitchHead(HeadAttention):
+class SwitchHead(GatedHeadAttention):
     def __init__(self, cfg: Any, rng: numpy.random.Generator) -> None:
         super().__init__(cfg, rng)
-        self.gate = Linear(rng, cfg.n_emb, cfg.n_heads, bias=cfg.c_bias)
-        self.temp = cfg.r_temp
         self.straight_through = True
-        self.gate_cache: Any = None
 
     def choose(self, x: Any) -> tuple[Any, Any]:
         """(soft gate g, one-hot choice m), both (B, T, H)."""
-        xp = backend.xp
-        z = self.gate(x) / self.temp
-        chosen = z.argmax(axis=-1)
-        return softmax(z), (xp.arange(self.n_heads) == chosen[..., None]).astype(z.dtype)
+        z, g = self.gate.scores(x)
+        return g, (backend.xp.arange(self.n_heads) == z.argmax(axis=-1)[..., None]).astype(z.dtype)
 
     def mix_heads(self, x: Any, y: Any, ctx: Context) -> Any:
         g, m = self.choose(x)
@@ -62,4 +56,4 @@ class SwitchHead(HeadAttention):
         if not self.straight_through:
             return dheads, None
         dg = heads_last((dy * y).sum(axis=-1, keepdims=True))  # straight through: dL/dg := dL/dm
-        return dheads, self.gate.backward(softmax_backward(g, dg) / self.temp)
+        return dheads, self.gate.scores_backward(g, dg)

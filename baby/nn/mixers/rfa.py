@@ -20,9 +20,11 @@ from typing import Any
 import numpy
 
 from baby import backend
-from baby.nn.attention.common import HeadAttention, blocked_value, cached_mask, suffix_sum, training_valid
 from baby.nn.context import Context
-from baby.nn.core import Setting, register
+from baby.nn.core import register
+from baby.nn.mixers.head_attention import HeadAttention
+from baby.nn.mixers.kit import blocked_value, cached_mask, suffix_sum, training_valid
+from baby.nn.settings import Setting
 from baby.nn.layers import softmax_, softmax_backward_
 
 

@@ -1,0 +1,262 @@
+"""The shape of ``baby.nn`` (issue 12, items 8-10): it imports nothing above it; every variant derives
+from a declared base whose hooks the config calls at validation time; each variant's cross-setting
+rules are refused as one ConfigError; ``c_freeze_base`` has one meaning whichever path builds the
+model; ``r_temp`` does what the settings table says; nft's padded gradient is finite."""
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy
+import pytest
+
+from baby import backend
+from baby.config import Config, ConfigError
+from baby.nn import core
+from baby.nn.context import Context
+from baby.nn.model import GPT
+from baby.nn.network.lor import freeze_base
+from tests.conftest import ROOT, TINY
+
+NN = ROOT / "baby" / "nn"
+
+
+# ---- layering --------------------------------------------------------------------------------------
+
+
+def runtime_imports(tree: ast.AST) -> list[str]:
+    """Modules imported by a file, skipping ``if TYPE_CHECKING:`` blocks (hints only)."""
+    found: list[str] = []
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            for child in node.orelse:
+                visit(child)
+            return
+        if isinstance(node, ast.Import):
+            found.extend(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, "relative import"
+            found.extend(f"{node.module}.{alias.name}" for alias in node.names)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(tree)
+    return found
+
+
+def test_nn_imports_nothing_above_it() -> None:
+    files = sorted(NN.rglob("*.py"))
+    assert len(files) > 20
+    for path in files:
+        for name in runtime_imports(ast.parse(path.read_text(encoding="utf-8"))):
+            if name == "baby" or name.startswith("baby."):
+                assert name.startswith(("baby.nn.", "baby.backend")), f"{path.relative_to(ROOT)} imports {name}"
+            for above in ("baby.config", "baby.plans", "baby.train", "baby.runs"):
+                assert not name.startswith(above), f"{path.relative_to(ROOT)} imports {name}"
+
+
+def test_the_layering_scan_sees_a_forbidden_import() -> None:
+    tree = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from baby.config import Config\n"
+                     "def f():\n    from baby.config import ConfigError\n")
+    assert runtime_imports(tree) == ["typing.TYPE_CHECKING", "baby.config.ConfigError"]
+
+
+def test_config_re_exports_the_settings_machinery() -> None:
+    from baby.nn import settings
+    assert ConfigError is settings.ConfigError
+    from baby.config import Setting
+    assert Setting is settings.Setting
+
+
+# ---- declared hooks ----------------------------------------------------------------------------------
+
+
+def test_every_variant_derives_from_its_declared_base() -> None:
+    for kind, base in (("mixer", core.Mixer), ("network", core.Network)):
+        entries = core.entries(kind)
+        assert entries
+        for entry in entries:
+            assert issubclass(entry.cls, base), entry.name
+    for hook in ("check_config", "check_config_unchosen", "prepare_model", "mixing_flops", "decoding_state"):
+        assert hook in vars(core.Variant)
+
+
+def test_registering_a_mixer_that_is_not_a_mixer_is_refused() -> None:
+    with pytest.raises(TypeError, match="Mixer"):
+        core.register("mixer", "not_a_mixer")(type("Plain", (core.Module,), {}))
+
+
+@pytest.mark.parametrize("values, words", [
+    ({"c_attention": "gqa", "n_kv_heads": 3, "n_heads": 4}, ["n_kv_heads=3", "n_heads=4"]),
+    ({"c_attention": "gqa", "n_kv_heads": 8, "n_heads": 4}, ["n_kv_heads=8", "n_heads=4"]),
+    ({"c_position": "rope", "n_emb": 12, "n_heads": 4}, ["rope", "head_size/n_heads", "3"]),
+    ({"c_position": "rope", "head_size": 4, "n_heads": 4}, ["rope", "1"]),
+    ({"c_position": "rope", "c_attention": "conv+moh", "n_emb": 20, "n_heads": 4, "n_conv_groups": 4}, ["rope"]),
+    ({"c_attention": "conv", "n_conv_taps": 1}, ["n_conv_taps=1"]),
+    ({"c_attention": "conv", "n_conv_groups": 3}, ["n_conv_groups=3"]),
+    ({"c_attention": "induction", "n_induction_heads": 3}, ["n_induction_heads=3"]),
+    ({"c_freeze_base": True}, ["c_freeze_base applies only to c_network=lor"]),
+    ({"c_freeze_base": True, "c_network": "moe"}, ["c_freeze_base", "lor"]),
+])
+def test_variant_rules_are_config_errors(values: dict, words: list[str]) -> None:
+    with pytest.raises(ConfigError) as err:
+        Config(values)
+    for word in words:
+        assert word in str(err.value)
+
+
+def test_the_rules_accept_what_they_should() -> None:
+    Config({"c_attention": "gqa", "n_kv_heads": 2, "n_heads": 4})
+    Config({"c_position": "rope", "n_emb": 16, "n_heads": 4})
+    Config({"c_position": "rope", "c_attention": "aft"})  # no rotary attention: nothing to rotate
+    Config({"c_attention": "conv", "n_conv_taps": 2})
+    Config({"c_freeze_base": True, "c_network": "lor"})
+
+
+def test_cli_gqa_with_a_bad_kv_head_count_is_one_line(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-m", "baby", "train", "--config", str(ROOT / "configs" / "cpu.json"),
+                          "--set", "c_attention=gqa", "--set", "n_kv_heads=3", "--root", str(tmp_path)],
+                         capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr and "n_kv_heads=3" in out.stderr and "n_heads=4" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+# ---- c_freeze_base: one owner, one meaning ------------------------------------------------------------
+
+
+def trainable_tensors(model: GPT) -> list[str]:
+    return [name for name, p in model.named_parameters() if not p.frozen]
+
+
+def test_freeze_base_means_the_same_whichever_path_builds_the_model() -> None:
+    built_frozen = GPT(Config({**TINY, "c_network": "lor", "c_freeze_base": True}), n_vocab=7)
+    finetuned = GPT(Config({**TINY, "c_network": "lor"}), n_vocab=7)  # plans.finetune's path: freeze after loading
+    assert not any(p.frozen for p in finetuned.parameters())
+    trainable = freeze_base(finetuned)
+    names = trainable_tensors(built_frozen)
+    assert names == trainable_tensors(finetuned)
+    assert len(names) == 4 * TINY["n_layers"] and all("lora_" in n for n in names)  # A, B of up and down
+    assert trainable == sum(p.data.size for p in built_frozen.parameters() if not p.frozen)
+    assert freeze_base(GPT(Config(TINY), n_vocab=7)) == 0  # no lor network: nothing left to train
+
+
+# ---- r_temp ---------------------------------------------------------------------------------------------
+
+B, T = 2, 10
+
+
+def mixer(name: str, **extra: object):
+    cfg = Config({**TINY, "c_attention": name, **extra})
+    module = core.lookup("mixer", name).cls(cfg, numpy.random.default_rng(0))
+    rng = numpy.random.default_rng(5)
+    for p in module.parameters():  # off the init, so scores and gates are far from uniform
+        p.data[...] = backend.asarray(rng.normal(0.0, 0.5, p.shape), p.data.dtype)
+    return module
+
+
+def forward(module, x, ids) -> numpy.ndarray:
+    xp = backend.xp
+    ctx = Context(ids=ids, positions=xp.broadcast_to(xp.arange(x.shape[1])[None], x.shape[:2]))
+    return backend.to_host(module.forward(x, ctx))
+
+
+def copy_weights(src, dst) -> None:
+    for (_, p), (_, q) in zip(src.named_parameters(), dst.named_parameters()):
+        q.data[...] = p.data
+
+
+def scale_columns(linear, stop: int, factor: float) -> None:
+    linear.weight.data[:, :stop] *= factor
+    if linear.bias is not None:
+        linear.bias.data[:stop] *= factor
+
+
+def setup(width: int = 16):
+    rng = numpy.random.default_rng(1)
+    x = backend.asarray(rng.standard_normal((B, T, width)), backend.dtype)
+    ids = backend.asarray(rng.integers(0, 3, (B, T)))  # repeats: induction has candidates
+    return x, ids
+
+
+@pytest.mark.parametrize("name", ["mha", "gqa", "rfa", "induction"])
+def test_r_temp_divides_the_attention_scores(device64: str, name: str) -> None:
+    """softmax(q.k / (sqrt(D) r_temp)): r_temp = 2 is r_temp = 1 with the query projection halved."""
+    x, ids = setup()
+    hot, cold = mixer(name, r_temp=2.0), mixer(name)
+    copy_weights(hot, cold)
+    queries = cold.n_heads * cold.head_dim  # W_q is the first block of the fused projection
+    reference = forward(cold, x, ids)
+    scale_columns(cold.qkv, queries, 0.5)
+    numpy.testing.assert_allclose(forward(hot, x, ids), forward(cold, x, ids), rtol=1e-10, atol=1e-12)
+    assert not numpy.allclose(forward(hot, x, ids), reference)  # it would fail if r_temp were ignored
+
+
+@pytest.mark.parametrize("name", ["moh", "swh"])
+def test_r_temp_divides_the_head_gate_logits_too(device64: str, name: str) -> None:
+    x, ids = setup()
+    hot, cold = mixer(name, r_temp=2.0), mixer(name)
+    copy_weights(hot, cold)
+    z = backend.to_host(x @ hot.gate.weight.data + hot.gate.bias.data)
+    expected = numpy.exp(z / 2) / numpy.exp(z / 2).sum(-1, keepdims=True)
+    numpy.testing.assert_allclose(backend.to_host(hot.gate.scores(x)[1]), expected, rtol=1e-12)
+    assert not numpy.allclose(expected, numpy.exp(z) / numpy.exp(z).sum(-1, keepdims=True))
+    scale_columns(cold.qkv, cold.n_heads * cold.head_dim, 0.5)
+    scale_columns(cold.gate, cold.n_heads, 0.5)
+    numpy.testing.assert_allclose(forward(hot, x, ids), forward(cold, x, ids), rtol=1e-10, atol=1e-12)
+
+
+def test_r_temp_divides_the_moe_router_logits(device64: str) -> None:
+    cfg = Config({**TINY, "c_network": "moe"})
+    hot = core.lookup("network", "moe").cls(cfg.replace(r_temp=2.0), numpy.random.default_rng(0))
+    cold = core.lookup("network", "moe").cls(cfg, numpy.random.default_rng(0))
+    rng = numpy.random.default_rng(5)
+    for p, q in zip(hot.parameters(), cold.parameters()):
+        p.data[...] = q.data[...] = backend.asarray(rng.normal(0.0, 0.5, p.shape), p.data.dtype)
+    x, ids = setup()
+    reference = forward(cold, x, ids)
+    scale_columns(cold.router, cfg.n_experts, 0.5)
+    numpy.testing.assert_allclose(forward(hot, x, ids), forward(cold, x, ids), rtol=1e-10, atol=1e-12)
+    assert not numpy.allclose(forward(hot, x, ids), reference)
+
+
+# ---- nft with left padding: a finite gradient (den == 0 at leading pads) ------------------------------
+
+
+def test_nft_padded_gradient_with_moved_weights_is_finite_and_right(device64: str) -> None:
+    cfg = Config({**TINY, "c_network": "nft"})
+    module = core.lookup("network", "nft").cls(cfg, numpy.random.default_rng(0))
+    rng = numpy.random.default_rng(2)
+    for p in module.parameters():
+        p.data[...] = backend.asarray(rng.normal(0.0, 0.5, p.shape), p.data.dtype)
+    xp = backend.xp
+    x = xp.asarray(rng.standard_normal((B, T, cfg.n_emb)))
+    valid = numpy.ones((B, T), dtype=bool)
+    valid[0, :4] = False  # left padding
+    ctx = Context(ids=xp.zeros((B, T), dtype=xp.int64), positions=xp.broadcast_to(xp.arange(T)[None], (B, T)),
+                  valid=xp.asarray(valid))
+    w = xp.asarray(rng.standard_normal((B, T, cfg.n_emb)))
+
+    def loss() -> float:
+        return float((module.forward(x, ctx) * w).sum())
+
+    module.forward(x, ctx)
+    dx = module.backward(w)
+    tensors = [("input", x, dx)] + [(name, p.data, p.grad.copy()) for name, p in module.named_parameters()]
+    for name, value, grad in tensors:
+        assert bool(xp.isfinite(grad).all()), f"{name}: non-finite gradient"
+        for _ in range(2):
+            d = xp.asarray(rng.standard_normal(value.shape))
+            analytic = float((grad * d).sum())
+            original = value.copy()
+            value += 1e-6 * d
+            plus = loss()
+            value[...] = original - 1e-6 * d
+            minus = loss()
+            value[...] = original
+            numeric = (plus - minus) / 2e-6
+            err, tol = abs(analytic - numeric), 1e-8 + 1e-5 * max(abs(analytic), abs(numeric))
+            assert err <= tol, f"{name}: analytic {analytic} vs numeric {numeric}"  # NaN fails too
