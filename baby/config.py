@@ -233,6 +233,10 @@ class Config:
         chosen = {core.lookup("mixer", m).name for m in self.mixers}
         if v["c_network"]:
             chosen.add(core.lookup("network", v["c_network"]).name)
+        if v["c_position"] == "rope" and not any(core.lookup("mixer", m).cls.uses_rope for m in self.mixers):
+            rotating = sorted(e.name for e in core.entries("mixer") if e.cls.uses_rope)
+            out.append(f"c_position='rope' does nothing here: only {', '.join(rotating)} rotate queries and keys, "
+                       f"and c_attention={v['c_attention']!r} has none of them (no position information)")
         owners: dict[str, list[str]] = {}
         for kind in ("mixer", "network"):
             for entry in core.entries(kind):

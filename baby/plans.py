@@ -85,13 +85,13 @@ def token_split(cfg: Config, tokens: numpy.ndarray) -> tuple[numpy.ndarray, nump
         raise ConfigError(str(err)) from None
 
 
-def check_schedule(cfg: Config, train_tokens: numpy.ndarray) -> None:
-    """A warmup that never ends before the run does is a mistake worth refusing before any work."""
+def schedule_notices(cfg: Config, train_tokens: numpy.ndarray) -> list[str]:
+    """A warmup that does not end before the run does never reaches r_learn: say so before any work."""
     plan = schedule(cfg, Batches(train_tokens, cfg.n_ctx, cfg.batch_size, cfg.seed, cfg.c_shuffle, cfg.c_sequence))
     if plan.warmup and plan.warmup >= plan.total_steps:
-        raise ConfigError(f"s_warmup={cfg.s_warmup!r} gives {plan.warmup} warmup steps for a run of "
-                          f"{plan.total_steps}: the learning rate would never reach r_learn; use a shorter "
-                          "s_warmup (e.g. auto or 0.05)")
+        return [f"s_warmup={cfg.s_warmup!r} gives {plan.warmup} warmup steps for a run of {plan.total_steps}: "
+                f"the learning rate never reaches r_learn={cfg.r_learn:g} (use s_warmup=auto or a fraction)"]
+    return []
 
 
 def check_memory(cfg: Config, n_vocab: int) -> list[str]:
@@ -180,8 +180,7 @@ def train(config: Config | dict[str, Any] | str | Path, inputs: list[str] | None
     tokenizer = train_tokenizer(cfg.c_tokenizer, "\n".join(docs), n_vocab=cfg.n_vocab)
     tokens, unknown = encode_documents(tokenizer, docs)
     train_tokens, val_tokens = token_split(cfg, tokens)
-    check_schedule(cfg, train_tokens)
-    notices = cfg.notices() + check_memory(cfg, tokenizer.n_vocab)
+    notices = cfg.notices() + schedule_notices(cfg, train_tokens) + check_memory(cfg, tokenizer.n_vocab)
     store.check_writable()
     if cfg.c_tokenizer == "bpe" and tokenizer.n_vocab < cfg.n_vocab:
         notices.append(f"n_vocab={cfg.n_vocab}: the text allows only {tokenizer.n_vocab} ids "
@@ -299,8 +298,7 @@ def finetune(guid: str, inputs: list[str], root: str | Path = ".", overrides: di
     added = tokenizer.extend("\n".join(docs))
     tokens, unknown = encode_documents(tokenizer, docs)
     train_tokens, val_tokens = token_split(cfg, tokens)
-    check_schedule(cfg, train_tokens)
-    for line in check_memory(cfg, tokenizer.n_vocab):
+    for line in schedule_notices(cfg, train_tokens) + check_memory(cfg, tokenizer.n_vocab):
         log(f"notice: {line}")
     if getattr(cfg, "c_freeze_base", False):  # LoRA finetuning: only the low-rank matrices train
         trainable = freeze_base(model)

@@ -202,7 +202,6 @@ def test_a_signal_writes_a_checkpoint_of_the_current_step_and_says_how_to_resume
 @pytest.mark.parametrize("overrides, words", [
     ({"r_top_p": 0}, ["r_top_p"]),
     ({"n_ctx": 2000}, ["n_ctx"]),  # the 6,000-character corpus cannot fill a validation window
-    ({"n_steps": 50, "s_warmup": 100}, ["s_warmup", "50"]),
     ({"n_emb": 65536, "n_layers": 1024, "n_heads": 1}, ["batch_size", "n_emb", "GiB"]),
 ])
 def test_combinations_that_cannot_run_are_refused_before_any_file(tmp_path: Path, corpus: Path,
@@ -223,6 +222,12 @@ def test_ignored_settings_are_noticed(tmp_path: Path, corpus: Path) -> None:
     notices = [line for line in lines if line.startswith("notice:")]
     assert any("n_vocab" in n and "char" in n for n in notices)
     assert any("n_experts" in n and "moe" in n for n in notices)
+
+
+def test_a_warmup_as_long_as_the_run_is_noticed(tmp_path: Path, corpus: Path) -> None:
+    lines: list[str] = []
+    plans.train({**TINY_RUN, "n_steps": 5, "s_warmup": 100}, [str(corpus)], root=tmp_path, log=lines.append)
+    assert any(line.startswith("notice: s_warmup=100") and "never reaches" in line for line in lines)
 
 
 def test_a_bpe_vocabulary_smaller_than_asked_is_noticed(tmp_path: Path, corpus: Path) -> None:

@@ -126,6 +126,8 @@ class Variant(Module):
 class Mixer(Variant):
     """A sequence mixer (``c_attention``): (B, T, C) -> (B, T, C), causal; mixes across positions."""
 
+    uses_rope: bool = False  # rotates its queries and keys when c_position is "rope"
+
 
 class Network(Variant):
     """A feed-forward variant (``c_network``): (B, T, C) -> (B, T, C) in the second residual branch."""

@@ -26,6 +26,8 @@ class HeadAttention(Mixer):
     swh: combine head outputs before the output projection), ``attend_heads``/
     ``attend_heads_backward`` (rfa: which keys each query sees)."""
 
+    uses_rope = True
+
     @classmethod
     def check_config(cls, cfg: Any) -> None:
         width = cfg.head_width // cfg.n_heads
