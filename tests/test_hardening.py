@@ -25,15 +25,7 @@ from baby.jsonio import read_json, write_json
 from baby.runs import RunError, RunStore
 from baby.train import Diverged, Interrupted
 from tests.conftest import ROOT
-from tests.test_plans import TINY_RUN, cli, digest, quiet, weights
-
-
-@pytest.fixture
-def corpus(tmp_path: Path) -> Path:
-    text = (ROOT / "inputs" / "shakespeare.txt").read_text(encoding="utf-8")[:6000]
-    path = tmp_path / "corpus.txt"
-    path.write_text(text, encoding="utf-8")
-    return path
+from tests.test_plans import TINY_RUN, corpus, digest, quiet, weights  # noqa: F401 - corpus is a fixture
 
 
 def run_main(*argv: str) -> tuple[int, str, str]:
