@@ -62,14 +62,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--finetuned", action="store_true", help="use the _finetuned model")
     p.add_argument("--checkpoint", default="", help="a learning-curve checkpoint, e.g. 1M")
 
-    p = add("eval", "score a run: BLiMP minimal pairs or held-out perplexity")
+    p = add("eval", "score a run: BLiMP or Zorro minimal pairs, or held-out perplexity")
     p.add_argument("--guid", required=True)
-    p.add_argument("--task", required=True, choices=("blimp", "perplexity"))
-    p.add_argument("--data", help="blimp: folder of BLiMP *.jsonl files (e.g. ../shared/data/blimp_filtered_babylm)")
+    p.add_argument("--task", required=True, choices=("blimp", "zorro", "perplexity"))
+    p.add_argument("--data", help="blimp: folder of BLiMP *.jsonl files (e.g. ../shared/data/blimp_filtered_babylm); "
+                   "zorro: folder of Zorro *.txt files (e.g. ../shared/data/zorro)")
     p.add_argument("--input", nargs="+", help="perplexity: held-out text files, directories or .gz files")
     p.add_argument("--checkpoint", default="", help="a learning-curve checkpoint, e.g. 1M")
     p.add_argument("--finetuned", action="store_true")
-    p.add_argument("--limit", type=int, default=0, help="blimp: first N pairs of each paradigm (0: all)")
+    p.add_argument("--limit", type=int, default=0, help="blimp, zorro: first N pairs of each paradigm (0: all)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--stride", type=int, default=0, help="perplexity: sliding-window stride (0: non-overlapping windows)")
 

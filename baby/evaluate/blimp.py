@@ -155,9 +155,9 @@ def pct(x: float) -> str:
     return f"{100 * x:6.2f}"
 
 
-def format_blimp(result: dict[str, Any], paradigms: bool = False) -> str:
+def format_blimp(result: dict[str, Any], paradigms: bool = False, title: str = "BLiMP") -> str:
     """The headline numbers and the phenomenon table (with ``paradigms``: every paradigm too)."""
-    lines = [f"BLiMP {result.get('data', '')}: {result['n_pairs']:,} pairs, {result['n_paradigms']} paradigms"
+    lines = [f"{title} {result.get('data', '')}: {result['n_pairs']:,} pairs, {result['n_paradigms']} paradigms"
              + (f" (first {result['limit']} per paradigm)" if result.get("limit") else ""),
              f"  accuracy (macro over paradigms, ties wrong) {pct(result['accuracy'])} %",
              f"  BabyLM-compatible (ties right)              {pct(result['accuracy_babylm'])} %",
