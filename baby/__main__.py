@@ -88,6 +88,10 @@ def parser() -> argparse.ArgumentParser:
 
     sub.add_parser("settings", help="print the table of every setting with its default and allowed values")
 
+    p = sub.add_parser("study", help="train and evaluate every cell of a study file; see python -m baby study --help",
+                       add_help=False)
+    p.add_argument("args", nargs=argparse.REMAINDER)
+
     p = sub.add_parser("bench", help=f"benchmarks ({', '.join(BENCHES)}); see python -m baby bench NAME --help")
     p.add_argument("name", choices=BENCHES)
     p.add_argument("args", nargs=argparse.REMAINDER)
@@ -95,6 +99,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def run(argv: list[str]) -> int:
+    if argv[:1] == ["study"]:  # its own parser (its options would look like ours to argparse)
+        from baby.study import main as study_main  # noqa: PLC0415
+        return study_main(argv[1:])
     args = parser().parse_args(argv)
     if args.plan == "split":
         from baby.corpus import holdout_split  # noqa: PLC0415
