@@ -109,26 +109,27 @@ def count_params(settings: dict[str, Any], n_vocab: int) -> int:
 
 
 def match_size(settings: dict[str, Any], key: str, n_vocab: int, target: int) -> dict[str, Any]:
-    """``settings`` with ``key`` (r_hidden: the hidden width; n_emb: the model width, a multiple of
-    the head and group counts) set so the parameter count comes closest to ``target`` (bisection:
-    the count grows with either)."""
+    """``settings`` with ``key`` set so that the parameter count comes closest to ``target``.
+    r_hidden: the feed-forward hidden width h (a count linear in h: solved from two sizes); n_emb: the
+    model width, a multiple of the head and group counts (bisection: the count grows with it)."""
     if key == "r_hidden":
         width = settings.get("n_emb", Config().n_emb)
         value = lambda h: {**settings, "r_hidden": h / width}  # noqa: E731 - hidden width h exactly
-        low, high = 1, 64 * width
-    else:
-        step = int(numpy.lcm.reduce([settings.get(k, getattr(Config(), k)) for k in
-                                     ("n_heads", "n_induction_heads", "n_conv_groups")]))
-        value = lambda w: {**settings, "n_emb": w * step}  # noqa: E731
-        low, high = 1, max(2, 65536 // step)
+        low = -(-width // 4)  # r_hidden >= 0.25
+        at_low, at_high = count_params(value(low), n_vocab), count_params(value(low + width), n_vocab)
+        per_unit = max((at_high - at_low) / width, 1e-9)
+        return value(max(low, min(64 * width, round(low + (target - at_low) / per_unit))))
+    step = int(numpy.lcm.reduce([settings.get(k, getattr(Config(), k)) for k in
+                                 ("n_heads", "n_induction_heads", "n_conv_groups")]))
+    value = lambda w: {**settings, "n_emb": w * step}  # noqa: E731
+    low, high = 1, max(2, 65536 // step)
     while high - low > 1:
         mid = (low + high) // 2
         if count_params(value(mid), n_vocab) < target:
             low = mid
         else:
             high = mid
-    best = min((low, high), key=lambda v: abs(count_params(value(v), n_vocab) - target))
-    return value(best)
+    return value(min((low, high), key=lambda v: abs(count_params(value(v), n_vocab) - target)))
 
 
 def load_study(path: str | Path, root: str | Path = ".") -> Study:
