@@ -56,7 +56,9 @@ class NetworkFree(Module):
                 num += state["num"][:, None]
                 den += state["den"][:, None]
             state["num"], state["den"] = num[:, -1].copy(), den[:, -1].copy()
-        den += numpy.finfo(den.dtype).tiny  # a sequence that starts with padding has den = 0 there
+        # a sequence that starts with padding has den = 0 (and num = 0) there: divide by 1 (avg = 0);
+        # den + tiny made backward's davg / den overflow to inf and then NaN
+        den = xp.where(den > 0, den, 1.0)
         avg = num / den
         gate = sigmoid(q)
         if not ctx.decoding:
