@@ -34,7 +34,27 @@ def network_names() -> list[str]:
     return sorted(e.name for e in core.entries("network"))
 
 
-def check_sequence_module(kind: str, name: str, cfg: Config) -> list[str]:
+PAD = 3  # left pads in the second row
+
+
+def move_weights(module: core.Module, rng: numpy.random.Generator, scale: float = 0.3) -> None:
+    """Add scale * N(0, 1) * max(std, 1) to every parameter, so that terms which zero biases and gates,
+    unit gains or a small init would hide show in the check."""
+    for p in module.parameters():
+        std = max(float(p.data.std()), 1.0)
+        p.data += backend.xp.asarray(scale * std * rng.standard_normal(p.shape))
+
+
+def padded_valid(b: int = B, t: int = T) -> numpy.ndarray:
+    valid = numpy.ones((b, t), bool)
+    valid[1, :PAD] = False
+    return valid
+
+
+def check_sequence_module(kind: str, name: str, cfg: Config, padded: bool = False) -> list[str]:
+    """Check a registered module on (B, T, n_emb) inputs. ``padded``: weights moved off their init and
+    the second row left-padded (positions count real tokens, as GPT.context makes them); the loss
+    weights every output, padding included."""
     rng = numpy.random.default_rng(0)
     module = core.lookup(kind, name).cls(cfg, rng)
     allow: tuple[str, ...] = ()
@@ -43,11 +63,15 @@ def check_sequence_module(kind: str, name: str, cfg: Config) -> list[str]:
         # are zero); it is tested against the soft mixture in test_attention.py. Here: the exact rest.
         module.straight_through = False
         allow = tuple(n for n, _ in module.named_parameters() if n.startswith("gate."))
+    if padded:
+        move_weights(module, rng)
     xp = backend.xp
     x = xp.asarray(rng.standard_normal((B, T, cfg.n_emb)))
     ids = xp.asarray(ids_with_repeats(rng))
-    positions = xp.broadcast_to(xp.arange(T)[None], (B, T))
-    return check_module(module, x, lambda v: module.forward(v, Context(ids=ids, positions=positions)),
+    valid = xp.asarray(padded_valid()) if padded else None
+    positions = (xp.maximum(xp.cumsum(valid, axis=1) - 1, 0) if padded
+                 else xp.broadcast_to(xp.arange(T)[None], (B, T)))
+    return check_module(module, x, lambda v: module.forward(v, Context(ids=ids, positions=positions, valid=valid)),
                         allow_unused=allow)
 
 
@@ -185,51 +209,16 @@ def test_directional_check_fails_on_a_non_finite_numeric_side(device64: str, bad
 
 # ---- left padding, weights moved off their initialisation ------------------------------------------
 
-PAD = 3  # left pads in the second row
-
-
-def move_weights(module: core.Module, rng: numpy.random.Generator, scale: float = 0.3) -> None:
-    """Add scale * N(0, 1) * max(std, 1) to every parameter (the std of a constant init, zero biases
-    and gates or unit gains, is 0), so terms an initial 0 or 1 or a small init would hide show."""
-    for p in module.parameters():
-        std = max(float(p.data.std()), 1.0)
-        p.data += backend.xp.asarray(scale * std * rng.standard_normal(p.shape))
-
-
-def padded_valid(b: int = B, t: int = T) -> numpy.ndarray:
-    valid = numpy.ones((b, t), bool)
-    valid[1, :PAD] = False
-    return valid
-
-
-def check_padded_module(kind: str, name: str, cfg: Config) -> list[str]:
-    """Like check_sequence_module, with weights moved and the second row left-padded (positions
-    count real tokens, as GPT.context makes them). The loss weights every output, padding included."""
-    rng = numpy.random.default_rng(0)
-    module = core.lookup(kind, name).cls(cfg, rng)
-    allow: tuple[str, ...] = ()
-    if getattr(module, "straight_through", False):  # see check_sequence_module
-        module.straight_through = False
-        allow = tuple(n for n, _ in module.named_parameters() if n.startswith("gate."))
-    move_weights(module, rng)
-    xp = backend.xp
-    x = xp.asarray(rng.standard_normal((B, T, cfg.n_emb)))
-    ids = xp.asarray(ids_with_repeats(rng))
-    valid = xp.asarray(padded_valid())
-    positions = xp.maximum(xp.cumsum(valid, axis=1) - 1, 0)
-    return check_module(module, x, lambda v: module.forward(v, Context(ids=ids, positions=positions, valid=valid)),
-                        allow_unused=allow)
-
 
 @pytest.mark.parametrize("name", mixer_names())
 def test_mixer_gradients_left_padded_moved_weights(device64: str, name: str) -> None:
-    checked = check_padded_module("mixer", name, tiny_config(r_temp=0.8))
+    checked = check_sequence_module("mixer", name, tiny_config(r_temp=0.8), padded=True)
     assert "input" in checked and len(checked) > 1
 
 
 @pytest.mark.parametrize("name", network_names())
 def test_network_gradients_left_padded_moved_weights(device64: str, name: str) -> None:
-    checked = check_padded_module("network", name, tiny_config(r_balance=0.5))
+    checked = check_sequence_module("network", name, tiny_config(r_balance=0.5), padded=True)
     assert "input" in checked and len(checked) > 1
 
 
@@ -238,7 +227,7 @@ def test_ggl_gradients_with_a_shuffle_that_is_not_its_own_inverse(device64: str,
     """With 4 groups of 4 channels the shuffle is a 4x4 transpose, its own inverse: 2 and 8 groups
     catch an unshuffle that is not the shuffle's inverse."""
     check_sequence_module("network", "ggl", tiny_config(n_groups=groups))
-    check_padded_module("network", "ggl", tiny_config(n_groups=groups))
+    check_sequence_module("network", "ggl", tiny_config(n_groups=groups), padded=True)
 
 
 def whole_model_check_padded(cfg: Config) -> None:
