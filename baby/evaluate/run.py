@@ -15,8 +15,8 @@ from baby import backend
 from baby.config import ConfigError
 from baby.corpus import read_documents
 from baby.evaluate.blimp import evaluate_blimp, format_blimp, load_blimp
-from baby.evaluate.zorro import load_zorro
 from baby.evaluate.perplexity import evaluate_perplexity, format_perplexity
+from baby.evaluate.zorro import load_zorro
 from baby.plans import FINETUNED, Run
 from baby.runs import RunError, RunStore
 

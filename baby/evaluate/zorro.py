@@ -10,27 +10,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from baby.evaluate.blimp import Pair
+from baby.evaluate.blimp import Pair, data_files, text_lines
 from baby.runs import RunError
 
 
 def load_zorro(directory: str | Path, limit: int = 0) -> list[Pair]:
     """The minimal pairs of every ``*.txt`` file of ``directory`` (sorted by name, in order); with
     ``limit`` > 0 only the first ``limit`` pairs of each paradigm."""
-    root = Path(directory)
-    if not root.is_dir():
-        raise RunError(f"{root}: no such Zorro data directory")
-    files = sorted(root.glob("*.txt"))
-    if not files:
-        raise RunError(f"{root}: no *.txt files (expected one Zorro paradigm per file)")
     pairs: list[Pair] = []
-    for path in files:
-        try:
-            lines = path.read_bytes().decode("utf-8").split("\n")
-        except UnicodeDecodeError as err:
-            raise RunError(f"{path}: not UTF-8 text (byte {err.start})") from None
-        except OSError as err:
-            raise RunError(f"{path}: cannot read ({err.strerror or err})") from None
+    for path in data_files(Path(directory), "*.txt", "Zorro"):
+        lines = text_lines(path)
         while lines and not lines[-1].strip():
             lines.pop()
         if len(lines) % 2 or any(not line.strip() for line in lines):
