@@ -89,20 +89,20 @@ def masked_softmax_(s: Any, mask: Any, axis: int = -1) -> Any:
 def attend(q: Any, k: Any, v: Any, bias: Any, scale: float) -> tuple[Any, Any]:
     """softmax(q k^T * scale + bias) v for (..., Tq, D) queries; returns (output, probabilities).
     Leading axes broadcast, so (B, K, G, T, D) queries can share (B, K, 1, T, D) keys (gqa)."""
-    s = q @ k.swapaxes(-1, -2)
+    s = backend.matmul(q, k.swapaxes(-1, -2))
     s *= scale
     s += bias
     p = softmax_(s)
-    return p @ v, p
+    return backend.matmul(p, v), p
 
 
 def attend_backward(dy: Any, q: Any, k: Any, v: Any, p: Any, scale: float) -> tuple[Any, Any, Any]:
     """Gradients of ``attend`` w.r.t. q, k, v, shaped like the broadcast product (a caller that
     broadcast keys over an axis sums their gradients over it)."""
-    dv = p.swapaxes(-1, -2) @ dy
-    ds = softmax_backward_(p, dy @ v.swapaxes(-1, -2))
+    dv = backend.matmul(p.swapaxes(-1, -2), dy)
+    ds = softmax_backward_(p, backend.matmul(dy, v.swapaxes(-1, -2)))
     ds *= scale
-    return ds @ k, ds.swapaxes(-1, -2) @ q, dv
+    return backend.matmul(ds, k), backend.matmul(ds.swapaxes(-1, -2), q), dv
 
 
 # ---- rotary positions -------------------------------------------------------------------------------
