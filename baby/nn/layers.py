@@ -178,6 +178,9 @@ def gelu(x: Any) -> tuple[Any, Any]:
     """tanh-approximated GELU; returns (y, tanh term) for gelu_backward. In-place steps: this and its
     backward are memory-bound, and every temporary is a pass over the (B*T, hidden) activations."""
     xp = backend.xp
+    if x.dtype == xp.float16:  # x^3 overflows fp16 beyond |x| ~ 40 (and inf * 0 is NaN in backward)
+        y, t = gelu(x.astype(xp.float32))
+        return y.astype(xp.float16), t.astype(xp.float16)
     t = x * x
     t *= 0.044715
     t += 1.0
@@ -192,6 +195,9 @@ def gelu(x: Any) -> tuple[Any, Any]:
 
 def gelu_backward(x: Any, t: Any, dy: Any) -> Any:
     """dy * [0.5 (1 + t) + 0.5 x (1 - t^2) c (1 + 3 a x^2)] with t = tanh(c (x + a x^3))."""
+    if x.dtype == backend.xp.float16:
+        f32 = backend.xp.float32
+        return gelu_backward(x.astype(f32), t.astype(f32), dy.astype(f32)).astype(dy.dtype)
     d = x * x
     d *= 3 * 0.044715 * GELU_C
     d += GELU_C

@@ -174,8 +174,9 @@ def prefix_mean(w: Any, v: Any, eps: float, state: dict[str, Any] | None) -> tup
 
     The sums are accumulated in at least float32 (fp16 would overflow and lose the small terms).
     With ``state`` (decoding) the running sums of earlier calls are added and the new totals kept:
-    two (B, C) arrays, whatever the length so far. Returns (y, the safe denominator for backward);
-    where nothing has any weight yet (only padding so far, eps = 0) y is 0."""
+    two (B, C) arrays, whatever the length so far. Returns (y in v's dtype, the safe denominator for
+    backward); where nothing has any weight yet (only padding so far, eps = 0) y is 0. ``w`` may be
+    wider than ``v`` (aft's weights reach 5e8: fp32 even when the activations are fp16)."""
     xp = backend.xp
     acc = numpy.promote_types(w.dtype, numpy.float32)
     num = xp.cumsum(w * v, axis=1, dtype=acc)
@@ -186,7 +187,7 @@ def prefix_mean(w: Any, v: Any, eps: float, state: dict[str, Any] | None) -> tup
             den += state["den"][:, None]
         state["num"], state["den"] = num[:, -1], den[:, -1]
     den = den + eps if eps else xp.where(den > 0, den, 1.0)
-    return (num / den).astype(w.dtype), den
+    return (num / den).astype(v.dtype), den
 
 
 def prefix_mean_backward(dy: Any, w: Any, v: Any, y: Any, den: Any) -> tuple[Any, Any]:
@@ -196,7 +197,7 @@ def prefix_mean_backward(dy: Any, w: Any, v: Any, y: Any, den: Any) -> tuple[Any
     dnum = dy / den
     r = suffix_sum(dnum)
     q = suffix_sum(-dnum * y)
-    return (v * r + q).astype(w.dtype), (w * r).astype(w.dtype)
+    return (v * r + q).astype(w.dtype), (w * r).astype(v.dtype)
 
 
 # ---- the per-head gate of moh and swh ---------------------------------------------------------------
