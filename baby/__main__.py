@@ -21,7 +21,7 @@ from baby.train import TrainingHalted
 
 # Errors a user can fix; OSError too (a full disk, a read-only folder): the environment, not a bug.
 USER_ERRORS = (ConfigError, RunError, CorpusError, BackendError, FormatError, FileFault, OSError)
-BENCHES = ("train", "variants", "mqar", "scaling")
+BENCHES = ("train", "variants", "mqar", "scaling", "dp")
 
 
 def overrides(pairs: list[str] | None) -> dict[str, Any]:
