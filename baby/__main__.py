@@ -10,7 +10,7 @@ import importlib
 import sys
 from typing import Any
 
-from baby import plans
+from baby import distributed, plans
 from baby.backend import BackendError
 from baby.config import ConfigError, parse_override
 from baby.corpus import CorpusError
@@ -21,7 +21,7 @@ from baby.train import TrainingHalted
 
 # Errors a user can fix; OSError too (a full disk, a read-only folder): the environment, not a bug.
 USER_ERRORS = (ConfigError, RunError, CorpusError, BackendError, FormatError, FileFault, OSError)
-BENCHES = ("train", "variants", "mqar", "scaling", "gpu")
+BENCHES = ("train", "variants", "mqar", "scaling", "gpu", "dp")
 
 
 def overrides(pairs: list[str] | None) -> dict[str, Any]:
@@ -153,11 +153,17 @@ def main(argv: list[str] | None = None) -> int:
             stream.reconfigure(errors="replace")
     try:
         return run(sys.argv[1:] if argv is None else argv)
+    except distributed.CommError as err:  # missing MPI, or a collective that timed out: said by every rank it hits
+        print(f"error: {one_line(err)}", file=sys.stderr, flush=True)
+        distributed.abort_job(2)
+        return 2
     except TrainingHalted as err:
-        print(f"error: {err}" if err.exit_status == 2 else str(err), file=sys.stderr)
+        if distributed.current_rank() == 0:  # every rank halts alike; rank 0 says why
+            print(f"error: {err}" if err.exit_status == 2 else str(err), file=sys.stderr)
         return err.exit_status
     except USER_ERRORS as err:
-        print(f"error: {one_line(err)}", file=sys.stderr)
+        if distributed.current_rank() == 0:
+            print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, BrokenPipeError):
         return 130

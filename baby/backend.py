@@ -71,6 +71,19 @@ def _import_cupy() -> Any:
     return cupy
 
 
+def nccl() -> Any:
+    """CuPy's NCCL bindings (data parallelism on GPUs), imported here like CuPy itself."""
+    _import_cupy()
+    try:
+        from cupy.cuda import nccl as bindings  # noqa: PLC0415 - guarded with CuPy
+    except ImportError as err:
+        raise BackendError(f"CuPy was built without NCCL ({err}): install NCCL for CUDA 12 "
+                           "(`pip install nvidia-nccl-cu12`) for several GPUs") from err
+    if not getattr(bindings, "available", True):
+        raise BackendError("CuPy cannot load NCCL: install it (`pip install nvidia-nccl-cu12`) for several GPUs")
+    return bindings
+
+
 def gpu_available() -> bool:
     try:
         _import_cupy()

@@ -54,6 +54,8 @@ class Batches:
     seed: int
     shuffle: bool = True
     sequence: str = "pre"
+    rank: int = 0  # data parallelism: this rank gathers only its rows of every (global) batch
+    ranks: int = 1
     _epoch_starts: tuple[int, numpy.ndarray] | None = field(default=None, init=False, repr=False)
 
     def starts(self, epoch: int) -> numpy.ndarray:
@@ -77,12 +79,15 @@ class Batches:
         return max(1, n_windows // self.batch_size)
 
     def batch(self, step: int) -> tuple[Any, Any]:
-        """Inputs and targets (device arrays, (B, n_ctx)) of the step-th batch of the whole run."""
+        """Inputs and targets (device arrays, (B / ranks, n_ctx)) of this rank's rows of the step-th
+        batch of the whole run (its shard: the windows of other ranks are never gathered)."""
         epoch, index = divmod(step, self.per_epoch())
         starts = self.starts(epoch)
         chosen = starts[index * self.batch_size:(index + 1) * self.batch_size]
         if len(chosen) < self.batch_size:  # fewer windows than a batch: wrap around
             chosen = numpy.resize(starts, self.batch_size)
+        per = self.batch_size // self.ranks
+        chosen = chosen[self.rank * per:(self.rank + 1) * per]
         windows = backend.asarray(gather_windows(self.tokens, chosen, self.n_ctx))
         return windows[:, :-1], windows[:, 1:]
 

@@ -14,8 +14,9 @@ from typing import Any, Callable
 
 import numpy
 
-from baby import backend
+from baby import backend, distributed
 from baby.config import Config, ConfigError
+from baby.distributed import Communicator
 from baby.corpus import CorpusError, count_words, encode_documents, fingerprint, read_documents
 from baby.data import Batches, split_stream
 from baby.formats import FormatError, checkpoint_to_dict, load_weights, model_to_dict, model_vocab, read_checkpoint
@@ -59,6 +60,22 @@ def as_config(config: Config | dict[str, Any] | str | Path, overrides: dict[str,
 
 def select_backend(cfg: Config) -> None:
     backend.use(cfg.c_device, cfg.c_device_cpu_cores, cfg.c_device_gpu_core, cfg.c_device_gpu_tensor, cfg.d_type)
+
+
+def data_parallel(cfg: Config) -> Communicator:
+    """Select the backend and return this process's communicator (one rank: the no-op one). Ranks
+    sharing a machine take GPUs c_device_gpu_core + local rank; a batch that cannot be split evenly
+    is refused before anything is written."""
+    comm = distributed.mpi_world()
+    distributed.check_split(cfg.batch_size, comm.size)
+    if comm.size > 1 and cfg.c_device == "gpu":
+        cfg = cfg.replace(c_device_gpu_core=cfg.c_device_gpu_core + distributed.local_rank())
+    select_backend(cfg)
+    return distributed.world()
+
+
+def quiet(_line: str) -> None:
+    """The log of ranks other than 0: rank 0 alone prints."""
 
 
 def sampling_ids(tokenizer: Tokenizer) -> dict[str, tuple[int, ...]]:
@@ -199,15 +216,18 @@ def train(config: Config | dict[str, Any] | str | Path, inputs: list[str] | None
     is refused before the first file is written."""
     cfg = as_config(config, overrides)
     store = RunStore(root)
-    guid = check_guid(guid) if guid else new_guid()
+    comm = data_parallel(cfg)
+    log = log if comm.rank == 0 else quiet
+    guid = comm.broadcast(check_guid(guid) if guid else new_guid())  # rank 0's GUID names the run everywhere
     if store.files(guid):
         raise RunError(f"run {guid} already exists under {store.root.resolve()}")
-    select_backend(cfg)
     corpus = corpus or prepare_corpus(cfg, inputs)
     tokenizer, tokens = corpus.tokenizer, corpus.tokens
     train_tokens, val_tokens = token_split(cfg, tokens)
     notices = cfg.notices() + schedule_notices(cfg, train_tokens) + check_memory(cfg, tokenizer.n_vocab)
-    store.check_writable()
+    if comm.rank == 0:
+        store.check_writable()
+    comm.barrier()  # every rank has checked that the GUID is new before rank 0 writes its files
     if cfg.c_tokenizer == "bpe" and tokenizer.n_vocab < cfg.n_vocab:
         notices.append(f"n_vocab={cfg.n_vocab}: the text allows only {tokenizer.n_vocab} ids "
                        "(no pair is left to merge); the model uses that many")
@@ -221,11 +241,12 @@ def train(config: Config | dict[str, Any] | str | Path, inputs: list[str] | None
         "n_params": model.n_params(), "n_bytes": model.n_bytes(), "device": backend.device_name,
         "versions": backend.versions(), "notices": notices,
         "created": _dt.datetime.now().isoformat(timespec="seconds")}}
-    store.write("tokenizer", guid, tokenizer.to_dict())
-    store.write("config", guid, record)
+    if comm.rank == 0:
+        store.write("tokenizer", guid, tokenizer.to_dict())
+        store.write("config", guid, record)
     log(f"run {guid}: {model.n_params():,} parameters, vocabulary {tokenizer.n_vocab}, "
         f"{len(train_tokens):,} train / {len(val_tokens):,} validation tokens on {backend.device_name}")
-    return _train_and_finish(store, guid, cfg, tokenizer, model, train_tokens, val_tokens, log, stop_at)
+    return _train_and_finish(store, guid, cfg, tokenizer, model, train_tokens, val_tokens, log, stop_at, comm=comm)
 
 
 def resume(guid: str, root: str | Path = ".", log: Log = say, stop_at: int | None = None,
@@ -239,6 +260,8 @@ def resume(guid: str, root: str | Path = ".", log: Log = say, stop_at: int | Non
     if refused:
         raise ConfigError(f"--set {refused[0]}: cannot change when resuming; allowed: {', '.join(RESUME_SETTINGS)}")
     cfg = run.cfg.replace(**overrides) if overrides else run.cfg
+    comm = data_parallel(cfg)
+    log = log if comm.rank == 0 else quiet
     path = store.path("checkpoint", guid)
     if not path.exists():
         done = store.path("model", guid).exists()
@@ -249,7 +272,6 @@ def resume(guid: str, root: str | Path = ".", log: Log = say, stop_at: int | Non
     docs = read_documents(runtime["inputs"])
     if fingerprint(docs) != runtime["input_sha256"]:
         raise RunError(f"the input {runtime['inputs']} changed since run {guid} started; cannot resume exactly")
-    select_backend(cfg)
     tokens, _ = encode_documents(run.tokenizer, docs)
     train_tokens, val_tokens = token_split(cfg, tokens)
     total = schedule(cfg, Batches(train_tokens, cfg.n_ctx, cfg.batch_size, cfg.seed, cfg.c_shuffle,
@@ -261,34 +283,45 @@ def resume(guid: str, root: str | Path = ".", log: Log = say, stop_at: int | Non
                 else f"the checkpoint {path.name} is at step {step}, past the run's end at step {total}")
         raise RunError(f"{what}: extend it with --set n_steps=N (N > {step}); nothing was changed")
     model = run.model_from(model_data, str(path), cfg)
-    store.check_writable()
-    if overrides:
+    if comm.rank == 0:
+        store.check_writable()
+    comm.barrier()  # every rank has read the checkpoint before rank 0 may write
+    if overrides and comm.rank == 0:
         history = list(runtime.get("resumed", [])) + [{"step": step, "set": overrides}]
         store.write("config", guid, {**run.record, "settings": cfg.to_dict(), "runtime": {**runtime, "resumed": history}})
+    if overrides:
         log(f"resuming with {', '.join(f'{k}={v!r}' for k, v in overrides.items())}")
     log(f"resuming run {guid} at step {step} of {total}")
     return _train_and_finish(store, guid, cfg, run.tokenizer, model, train_tokens, val_tokens, log,
-                             stop_at, state)
+                             stop_at, state, comm=comm)
 
 
 def _train_and_finish(store: RunStore, guid: str, cfg: Config, tokenizer: Tokenizer, model: GPT,
                       train_tokens: numpy.ndarray, val_tokens: numpy.ndarray, log: Log,
-                      stop_at: int | None, state: dict[str, Any] | None = None, suffix: str = "") -> str:
+                      stop_at: int | None, state: dict[str, Any] | None = None, suffix: str = "",
+                      comm: Communicator | None = None) -> str:
+    comm = comm or Communicator()
+    writer = comm.rank == 0  # every rank trains the same weights: rank 0 alone writes them
+
     def save_checkpoint(trainer_state: dict[str, Any]) -> None:
-        store.write("checkpoint", guid, checkpoint_to_dict(model, trainer_state))
+        if writer:
+            store.write("checkpoint", guid, checkpoint_to_dict(model, trainer_state))
 
     def save_word_checkpoint(label: str) -> None:
-        store.write("model", guid, model_to_dict(model), f"{suffix}_chck_{label}" if suffix else f"_chck_{label}")
+        if writer:
+            store.write("model", guid, model_to_dict(model), f"{suffix}_chck_{label}" if suffix else f"_chck_{label}")
 
     words = len(tokenizer.decode(train_tokens).split())
     trainer = Trainer(cfg, model, train_tokens, val_tokens, log=log,
                       checkpoint=save_checkpoint if not suffix else None,
                       words_per_token=words / max(len(train_tokens), 1),
                       on_words=save_word_checkpoint if not suffix else None,
-                      resume_hint=resume_command(guid, store.root) if not suffix else "")
+                      resume_hint=resume_command(guid, store.root) if not suffix else "", comm=comm)
     if state is not None:
         trainer.load_state_dict(state)
     summary = trainer.run(stop_at=stop_at)
+    if not writer:
+        return guid
     store.write("model", guid, model_to_dict(model), suffix)
     if not suffix:  # kept, so that the run can be extended: train --resume G --set n_steps=N
         save_checkpoint(trainer.state_dict())
@@ -317,6 +350,8 @@ def finetune(guid: str, inputs: list[str], root: str | Path = ".", overrides: di
     store = RunStore(root)
     run = Run(store, guid)
     cfg = run.cfg.replace(**overrides) if overrides else run.cfg
+    comm = data_parallel(cfg)
+    log = log if comm.rank == 0 else quiet
     docs = read_documents(inputs)
     model = run.model(cfg=cfg)
     tokenizer = run.tokenizer
@@ -330,7 +365,9 @@ def finetune(guid: str, inputs: list[str], root: str | Path = ".", overrides: di
         if not trainable:
             raise ConfigError("c_freeze_base=true leaves nothing to train: the model has no lor network")
         log(f"frozen base: {trainable:,} of {model.n_params():,} parameters train")
-    store.check_writable()
+    if comm.rank == 0:
+        store.check_writable()
+    comm.barrier()
     if added:
         model.grow_vocab(tokenizer.n_vocab, seed=cfg.seed + 1)
         log(f"vocabulary grew by {added} to {tokenizer.n_vocab}")
@@ -340,10 +377,11 @@ def finetune(guid: str, inputs: list[str], root: str | Path = ".", overrides: di
         "n_vocab": tokenizer.n_vocab, "tokenizer_sha256": tokenizer_digest(tokenizer),
         "n_params": model.n_params(), "n_bytes": model.n_bytes(),
         "unknown_tokens": unknown, "created": _dt.datetime.now().isoformat(timespec="seconds")}}
-    store.write("tokenizer", guid, tokenizer.to_dict(), FINETUNED)
-    store.write("config", guid, record, FINETUNED)
+    if comm.rank == 0:
+        store.write("tokenizer", guid, tokenizer.to_dict(), FINETUNED)
+        store.write("config", guid, record, FINETUNED)
     return _train_and_finish(store, guid, cfg, tokenizer, model, train_tokens, val_tokens, log, None,
-                             suffix=FINETUNED)
+                             suffix=FINETUNED, comm=comm)
 
 
 # ---- inference ----------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import numpy
 from baby import backend
 from baby.config import Config, parse_warmup, parse_word_counts
 from baby.data import Batches, eval_batches
+from baby.distributed import Communicator
 from baby.nn.layers import cross_entropy
 from baby.nn.model import GPT
 from baby.optim import AdamW, LossScale, lr_at
@@ -110,10 +111,12 @@ class Trainer:
     def __init__(self, cfg: Config, model: GPT, train_tokens: numpy.ndarray, val_tokens: numpy.ndarray,
                  log: Log = print, checkpoint: Callable[[dict[str, Any]], None] | None = None,
                  words_per_token: float = 0.0, on_words: Callable[[str], None] | None = None,
-                 resume_hint: str = "") -> None:
+                 resume_hint: str = "", comm: Communicator | None = None) -> None:
         self.cfg, self.model, self.log, self.checkpoint = cfg, model, log, checkpoint
         self.val_tokens = val_tokens
-        self.batches = Batches(train_tokens, cfg.n_ctx, cfg.batch_size, cfg.seed, cfg.c_shuffle, cfg.c_sequence)
+        self.comm = comm or Communicator()  # data parallelism: this rank trains its shard of each batch
+        self.batches = Batches(train_tokens, cfg.n_ctx, cfg.batch_size, cfg.seed, cfg.c_shuffle, cfg.c_sequence,
+                               self.comm.rank, self.comm.size)
         plan = schedule(cfg, self.batches)
         self.per_epoch, self.total_steps, self.warmup = plan.per_epoch, plan.total_steps, plan.warmup
         self.eval_every = cfg.n_eval_every or max(1, self.total_steps // 10)
@@ -133,6 +136,7 @@ class Trainer:
         self.resume_hint = resume_hint  # the command that continues this run, for the stop lines
         self.first_bad: Any = None  # device: (step, loss, grad norm) of the first non-finite step
         self.signal: int | None = None
+        self.stopping = False  # a signal every rank has agreed on (the one rank: as soon as it comes)
 
     # ---- one step ------------------------------------------------------------------------------
 
@@ -140,12 +144,15 @@ class Trainer:
         cfg = self.cfg
         for micro in range(cfg.n_accumulate):
             x, y = self.batches.batch(self.step * cfg.n_accumulate + micro)
-            yield x, y, backend.rng(cfg.seed, 1, self.step, micro)
+            # several ranks: each shard draws its own dropout (one process keeps its historical keys)
+            ranked = (self.comm.rank,) if self.comm.size > 1 else ()
+            yield x, y, backend.rng(cfg.seed, 1, self.step, micro, *ranked)
 
     def train_step(self) -> StepResult:
         """One optimizer step over n_accumulate micro-batches; the result stays on the device."""
+        comm = self.comm if self.comm.size > 1 else None
         result = train_step(self.model, self.opt, self.micro_batches(), self.lr(), self.cfg.r_clip,
-                            scaler=self.scaler)
+                            scaler=self.scaler, comm=comm)
         self.step += 1
         self.watch(result)
         return result
@@ -217,7 +224,7 @@ class Trainer:
             evaluating = self.step % self.eval_every == 0 or last
             if self.step % self.log_every == 0 or evaluating:
                 self.check_health()
-                loss = float(backend.to_host(window_loss)) / window_steps
+                loss = self.agree(window_loss) / window_steps
                 elapsed = watch.seconds()  # the window's training time (the one sync of the window)
                 self.seconds += elapsed
                 speed = window_steps * self.tokens_per_step / max(elapsed, 1e-9)
@@ -235,7 +242,9 @@ class Trainer:
             if self.checkpoint and self.step % self.checkpoint_every == 0 and not last:
                 self.check_health()
                 self.checkpoint(self.state_dict())
-            if self.signal is not None and not last:
+            if self.comm.size == 1:
+                self.stopping = self.signal is not None
+            if self.stopping and not last:
                 self.seconds += watch.seconds() if window_steps else 0.0
                 self.check_health()
                 if self.checkpoint:
@@ -249,6 +258,20 @@ class Trainer:
             if window_steps == 0:  # evaluation and checkpoints are not training time
                 watch = backend.Stopwatch()
         self.check_health()
+
+    def agree(self, window_loss: Any) -> float:
+        """The window's loss summed over steps, averaged over the ranks in the same collective that
+        lets a signal seen by any rank stop them all after this step (one per progress line)."""
+        if self.comm.size == 1:
+            return float(backend.to_host(window_loss))
+        xp = backend.xp
+        both = xp.asarray([0.0, 0.0 if self.signal is None else 1.0], dtype=xp.float64)
+        both[0] = window_loss
+        self.comm.all_reduce_mean(both)
+        loss, asked = (float(v) for v in backend.to_host(both))
+        if asked > 0:
+            self.stopping, self.signal = True, self.signal or signal.SIGTERM
+        return loss
 
     @contextlib.contextmanager
     def signals_caught(self) -> Iterator[None]:
@@ -304,7 +327,7 @@ class Trainer:
             "achieved_gflops": speed * flops["training"] / 1e9,
             "final_train_loss": self.curves["train_loss"][-1] if self.curves["train_loss"] else None,
             "final_val_loss": vals[-1] if vals else None, "best_val_loss": min(vals) if vals else None,
-            "curves": self.curves, "log": self.lines,
+            "world_size": self.comm.size, "curves": self.curves, "log": self.lines,
             **({"loss_scale": self.scaler.state_dict()} if self.scaler is not None else {}),
         }
 

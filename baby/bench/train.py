@@ -31,16 +31,19 @@ def batches(cfg: Config, n_vocab: int, count: int) -> list[numpy.ndarray]:
     return [rng.integers(0, n_vocab, (cfg.batch_size, cfg.n_ctx + 1)).astype(numpy.int32) for _ in range(count)]
 
 
-def time_ours(cfg: Config, n_vocab: int, data: list[numpy.ndarray], warmup: int) -> float:
+def time_ours(cfg: Config, n_vocab: int, data: list[numpy.ndarray], warmup: int, comm: Any = None) -> float:
+    """Tokens/s of the global batch (cfg.batch_size rows); with ``comm`` the data are this rank's shards."""
     model = GPT(cfg, n_vocab)
     opt = AdamW(model.parameters(), cfg.r_learn, (cfg.r_beta1, cfg.r_beta2), cfg.r_eps, cfg.r_decay)
     start = 0.0
     for i, batch in enumerate(data):
         if i == warmup:
             backend.sync()
+            if comm is not None:
+                comm.barrier()  # every rank starts the clock together
             start = time.perf_counter()
         w = backend.asarray(batch)
-        train_step(model, opt, [(w[:, :-1], w[:, 1:], backend.rng(cfg.seed, 1, i))], cfg.r_learn, cfg.r_clip)
+        train_step(model, opt, [(w[:, :-1], w[:, 1:], backend.rng(cfg.seed, 1, i))], cfg.r_learn, cfg.r_clip, comm=comm)
     backend.sync()
     return (len(data) - warmup) * cfg.batch_size * cfg.n_ctx / (time.perf_counter() - start)
 

@@ -1,0 +1,99 @@
+"""python -m baby bench dp --config C [C ...]: two ways to spend the same cores, side by side - N MPI
+ranks x 1 BLAS thread (data parallel) against 1 rank x N threads - on the same config, random token
+batches and number of timed steps. tokens/s counts the global batch (batch_size x n_ctx per step).
+Writes outputs/bench_dp.json and .md.
+
+Each layout runs in its own processes (``--worker``), so its thread count is set before NumPy loads.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from baby import plans
+from baby.bench.common import machine, save
+from baby.bench.train import batches, time_ours
+from baby.config import Config, ConfigError, parse_override
+
+DEFAULT_CONFIGS = ["configs/cpu.json", "configs/babylm-gpt-5m.json"]
+
+
+def vocabulary(cfg: Config) -> int:
+    return cfg.n_vocab if cfg.c_tokenizer == "bpe" else 65
+
+
+def worker(args: argparse.Namespace) -> int:
+    """One layout: time train_step on this rank's shard of every batch; rank 0 writes the result."""
+    cfg = Config.load(args.config[0], dict(parse_override(s) for s in args.set))
+    comm = plans.data_parallel(cfg)
+    n_vocab = vocabulary(cfg)
+    per = cfg.batch_size // comm.size
+    data = [b[comm.rank * per:(comm.rank + 1) * per] for b in batches(cfg, n_vocab, args.steps + args.warmup)]
+    speed = time_ours(cfg, n_vocab, data, args.warmup, comm if comm.size > 1 else None)
+    if comm.rank == 0:
+        Path(args.result).write_text(json.dumps({"ranks": comm.size, "threads": cfg.c_device_cpu_cores,
+                                                 "tokens_per_second": speed}), encoding="utf-8")
+    return 0
+
+
+def layout(args: argparse.Namespace, config: str, ranks: int, threads: int, folder: Path) -> dict[str, Any]:
+    result = folder / f"{ranks}x{threads}.json"
+    command = [sys.executable, "-m", "baby", "bench", "dp", "--worker", "--config", config, "--result", str(result),
+               "--steps", str(args.steps), "--warmup", str(args.warmup), "--set", f"c_device_cpu_cores={threads}",
+               *[part for s in args.set for part in ("--set", s)]]
+    if ranks > 1:
+        command = [args.launcher, "-n", str(ranks), *command]
+    threads_env = {v: str(threads) for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    done = subprocess.run(command, env={**os.environ, **threads_env}, capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise ConfigError(f"bench dp: {ranks} rank(s) x {threads} thread(s) on {config} failed: {tail}")
+    return json.loads(result.read_text(encoding="utf-8"))
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="python -m baby bench dp", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", nargs="+", default=DEFAULT_CONFIGS)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--steps", type=int, default=40, help="timed steps per layout")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--cores", type=int, default=2, help="cores to spend: CORES ranks x 1 thread vs 1 rank x CORES")
+    p.add_argument("--launcher", default=shutil.which("mpiexec") or shutil.which("mpirun") or "mpiexec")
+    p.add_argument("--out", default="outputs")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--result", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.steps < 1 or args.warmup < 0 or args.cores < 2:
+        raise ConfigError("bench dp: --steps must be >= 1, --warmup >= 0 and --cores >= 2")
+    if args.worker:
+        return worker(args)
+    rows, results = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for config in args.config:
+            cfg = Config.load(config, dict(parse_override(s) for s in args.set))
+            parallel = layout(args, config, args.cores, 1, Path(tmp))
+            threaded = layout(args, config, 1, args.cores, Path(tmp))
+            ratio = parallel["tokens_per_second"] / threaded["tokens_per_second"]
+            results.append({"config": config, "shape": {k: cfg.to_dict()[k] for k in
+                            ("n_layers", "n_heads", "n_emb", "n_ctx", "batch_size")},
+                            "data_parallel": parallel, "threaded": threaded, "ratio": ratio})
+            rows.append(f"| {config} | {parallel['tokens_per_second']:,.0f} | {threaded['tokens_per_second']:,.0f} "
+                        f"| {ratio:.2f} |")
+    m = machine()
+    table = (f"Data parallel against threads, {args.cores} cores, {args.steps} timed steps, {m['cpu']} ({m['date']}):\n\n"
+             f"| config | {args.cores} ranks x 1 thread, tokens/s | 1 rank x {args.cores} threads, tokens/s | ratio |\n"
+             "|---|---|---|---|\n" + "\n".join(rows))
+    save("dp", {"machine": m, "steps": args.steps, "warmup": args.warmup, "cores": args.cores, "overrides": args.set,
+                "results": results}, table, args.out)
+    print(table)
+    return 0
+
+
+__all__ = ["main"]
