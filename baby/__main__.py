@@ -80,6 +80,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--guid", required=True)
     p.add_argument("--json", action="store_true")
 
+    p = add("export", "write a finished run as a Hugging Face directory (GPT2LMHeadModel or LlamaForCausalLM)")
+    p.add_argument("--guid", required=True, help="the run to export")
+    p.add_argument("--out", required=True, help="directory to write config.json, model.safetensors, tokenizer.json ... into")
+    p.add_argument("--checkpoint", default="", help="a learning-curve checkpoint, e.g. 1M (default: the final model)")
+    p.add_argument("--finetuned", action="store_true", help="export the _finetuned model")
+
+    p = add("import", "turn a Hugging Face GPT-2 or LLaMA directory into a new run")
+    p.add_argument("--from", dest="source", required=True, help="directory with config.json, model.safetensors, tokenizer.json")
+
     p = sub.add_parser("split", help="hold out the last part of every input file (for perplexity)")
     p.add_argument("--input", nargs="+", required=True)
     p.add_argument("--holdout", type=float, default=0.05, help="fraction of each file held out (default 0.05)")
@@ -132,6 +141,11 @@ def dispatch(args: argparse.Namespace) -> int:
         plans.run_plan("eval", guid=args.guid, task=args.task, data=args.data, inputs=args.input,
                        checkpoint=args.checkpoint, finetuned=args.finetuned, batch_size=args.batch_size,
                        limit=args.limit, stride=args.stride, **common)
+    elif args.plan == "export":
+        plans.run_plan("export", guid=args.guid, out=args.out, checkpoint=args.checkpoint, finetuned=args.finetuned,
+                       log=plans.say, **common)
+    elif args.plan == "import":
+        plans.run_plan("import", source=args.source, log=plans.say, **common)
     elif args.plan == "delete":
         plans.run_plan("delete", guid=args.guid, **common)
     elif args.plan == "info":

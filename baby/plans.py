@@ -30,7 +30,7 @@ from baby.train import Trainer, schedule, unigram_entropy
 Log = Callable[[str], None]
 
 __all__ = ["train", "resume", "finetune", "inference", "delete", "info", "evaluate", "PLANS", "run_plan",
-           "model_to_dict", "load_weights", "Run", "RESUME_SETTINGS", "format_info"]
+           "model_to_dict", "load_weights", "Run", "RESUME_SETTINGS", "format_info", "export", "import_hf"]
 
 
 def say(line: str) -> None:
@@ -492,9 +492,23 @@ def info_plan(guid: str, root: str | Path = ".", as_json: bool = False, log: Log
     return data
 
 
+def export(guid: str, out: str | Path, **options: Any) -> Path:
+    """A run as a Hugging Face directory (GPT2LMHeadModel or LlamaForCausalLM); see ``baby.hf.export``."""
+    from baby.hf.export import export as export_run  # noqa: PLC0415 - it builds on this module
+
+    return export_run(guid, out, **options)
+
+
+def import_hf(source: str | Path, **options: Any) -> str:
+    """A Hugging Face GPT-2 or LLaMA directory as a new run; see ``baby.hf.import_``."""
+    from baby.hf.import_ import import_run  # noqa: PLC0415
+
+    return import_run(source, **options)
+
+
 PLANS: dict[str, Callable[..., Any]] = {
     "train": train, "resume": resume, "finetune": finetune, "inference": inference,
-    "eval": evaluate, "delete": delete, "info": info_plan,
+    "eval": evaluate, "delete": delete, "info": info_plan, "export": export, "import": import_hf,
 }
 
 
