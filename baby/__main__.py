@@ -76,9 +76,13 @@ def parser() -> argparse.ArgumentParser:
     p = add("delete", "remove every file of a run")
     p.add_argument("--guid", required=True)
 
-    p = add("info", "describe a run")
-    p.add_argument("--guid", required=True)
-    p.add_argument("--json", action="store_true")
+    p = add("info", "describe a run (--guid), a model file alone (--model) or a config before training (--config)")
+    p.add_argument("--guid", help="the run to describe")
+    p.add_argument("--model", help="a model or checkpoint file, described without its run")
+    p.add_argument("--config", help="a settings file: parameters, FLOPs, memory and time per step before training")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="with --config: override a setting (e.g. n_vocab=8000)")
+    p.add_argument("--no-probe", action="store_true", help="with --config: skip the few measured training steps")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
 
     p = add("export", "write a finished run as a Hugging Face directory (GPT2LMHeadModel or LlamaForCausalLM)")
     p.add_argument("--guid", required=True, help="the run to export")
@@ -149,7 +153,8 @@ def dispatch(args: argparse.Namespace) -> int:
     elif args.plan == "delete":
         plans.run_plan("delete", guid=args.guid, **common)
     elif args.plan == "info":
-        plans.run_plan("info", guid=args.guid, as_json=args.json, **common)
+        plans.run_plan("info", guid=args.guid, model=args.model, config=args.config, overrides=overrides(args.set),
+                       probe=not args.no_probe, as_json=args.json, **common)
     return 0
 
 

@@ -486,9 +486,24 @@ def evaluate(guid: str, task: str, **options: Any) -> dict[str, Any]:
     return run_evaluation(guid, task, **options)
 
 
-def info_plan(guid: str, root: str | Path = ".", as_json: bool = False, log: Log = say) -> dict[str, Any]:
-    data = info(guid, root=root)
-    log(json.dumps(data, indent=1) if as_json else format_info(data))
+def info_plan(guid: str | None = None, root: str | Path = ".", as_json: bool = False, log: Log = say,
+              model: str | None = None, config: str | None = None, overrides: dict[str, Any] | None = None,
+              probe: bool = True) -> dict[str, Any]:
+    """Describe a run (``guid``), a model file alone (``model``) or a config before training (``config``)."""
+    from baby import describe  # noqa: PLC0415 - it builds on this module
+
+    if sum(x is not None for x in (guid, model, config)) != 1:
+        raise ConfigError("info needs exactly one of --guid, --model or --config")
+    if model is not None:
+        data = describe.model_file_info(model)
+        text = describe.format_model_info(data)
+    elif config is not None:
+        data = describe.config_info(as_config(config, overrides), probe=probe)
+        text = describe.format_config_info(data, str(config))
+    else:
+        data = info(guid, root=root)
+        text = format_info(data)
+    log(json.dumps(data, indent=1) if as_json else text)
     return data
 
 

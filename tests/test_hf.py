@@ -177,3 +177,20 @@ def test_a_missing_safetensors_package_says_how_to_install_it(monkeypatch: pytes
     monkeypatch.setitem(sys.modules, "safetensors.numpy", None)
     with pytest.raises(ConfigError, match=r"pip install -e \.\[hf\]"):
         safetensors_numpy()
+
+
+def test_info_reads_a_model_file_alone(exported: dict, tmp_path: Path) -> None:
+    root, guid, _ = exported["llama-gqa"]
+    alone = tmp_path / "model.json"
+    alone.write_bytes(RunStore(root).path("model", guid).read_bytes())
+    data = plans.info_plan(model=str(alone), log=quiet)
+    assert data["n_params"] == plans.info(guid, root=root)["n_params"]
+    assert data["architecture"]["n_kv_heads"] == 2 and data["architecture"]["norm_eps"] == 1e-6
+    done = subprocess.run([sys.executable, "-m", "baby", "info", "--model", str(alone)], capture_output=True,
+                          text=True, cwd=ROOT, timeout=60)
+    assert done.returncode == 0 and "4 heads (2 key/value)" in done.stdout
+    old = json.loads(alone.read_text())
+    del old["architecture"]  # files written before it existed still load with their run
+    alone.write_text(json.dumps(old))
+    with pytest.raises(Exception, match="before model files described their architecture"):
+        plans.info_plan(model=str(alone), log=quiet)
