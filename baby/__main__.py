@@ -84,6 +84,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-probe", action="store_true", help="with --config: skip the few measured training steps")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
 
+    p = add("runs", "one line per run: GUID, created, tokenizer, model, parameters, steps, state, results")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
     p = add("export", "write a finished run as a Hugging Face directory (GPT2LMHeadModel or LlamaForCausalLM)")
     p.add_argument("--guid", required=True, help="the run to export")
     p.add_argument("--out", required=True, help="directory to write config.json, model.safetensors, tokenizer.json ... into")
@@ -145,6 +148,8 @@ def dispatch(args: argparse.Namespace) -> int:
         plans.run_plan("eval", guid=args.guid, task=args.task, data=args.data, inputs=args.input,
                        checkpoint=args.checkpoint, finetuned=args.finetuned, batch_size=args.batch_size,
                        limit=args.limit, stride=args.stride, **common)
+    elif args.plan == "runs":
+        plans.run_plan("runs", as_json=args.json, **common)
     elif args.plan == "export":
         plans.run_plan("export", guid=args.guid, out=args.out, checkpoint=args.checkpoint, finetuned=args.finetuned,
                        log=plans.say, **common)

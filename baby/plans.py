@@ -521,9 +521,19 @@ def import_hf(source: str | Path, **options: Any) -> str:
     return import_run(source, **options)
 
 
+def runs_plan(root: str | Path = ".", as_json: bool = False, log: Log = say) -> list[dict[str, Any]]:
+    """One line per run under ``root`` (finetuned runs and checkpoints beneath); see ``baby.table``."""
+    from baby.table import format_runs, runs  # noqa: PLC0415 - it builds on this module
+
+    rows = runs(root)
+    log(json.dumps(rows, indent=1) if as_json else format_runs(rows, root))
+    return rows
+
+
 PLANS: dict[str, Callable[..., Any]] = {
     "train": train, "resume": resume, "finetune": finetune, "inference": inference,
     "eval": evaluate, "delete": delete, "info": info_plan, "export": export, "import": import_hf,
+    "runs": runs_plan,
 }
 
 

@@ -220,3 +220,26 @@ def test_learning_curve_checkpoints_by_words_seen(tmp_path: Path, corpus: Path) 
     assert store.read("report", guid)["words_seen"] > 100
     plans.delete(guid, root=tmp_path, log=quiet)
     assert not list(tmp_path.rglob(f"*{guid}*"))
+
+
+def test_runs_lists_every_run_with_state_results_finetuned_and_checkpoints(tmp_path: Path, corpus: Path) -> None:
+    done = plans.train({**TINY_RUN, "s_checkpoint_words": "50"}, [str(corpus)], root=tmp_path, log=quiet)
+    plans.finetune(done, [str(corpus)], root=tmp_path, overrides={"n_steps": 2}, log=quiet)
+    RunStore(tmp_path).write("eval", done, {"guid": done, "results": {"blimp:blimp:final": {"accuracy": 0.625}}})
+    with pytest.raises(Interrupted):
+        plans.train(TINY_RUN, [str(corpus)], root=tmp_path, log=quiet, stop_at=4)
+    broken = "0123456789abcdef0123456789abcdef"  # a bare-hex run whose config is damaged
+    (tmp_path / "configs" / f"config_{broken}.json").write_text("{")
+    rows = {r["guid"]: r for r in plans.runs_plan(root=tmp_path, log=quiet)}
+    assert len(rows) == 3
+    row = rows[done]
+    assert row["state"] == "finished" and row["steps"] == row["total_steps"] == 12
+    assert row["results"] == {"blimp:blimp:final": 0.625} and row["checkpoints"] == ["50"]
+    assert row["finetuned"]["state"] == "finished" and row["model"] == "mha + mlp"
+    assert isinstance(row["best_val_loss"], float) and row["n_params"] > 0
+    interrupted = next(r for g, r in rows.items() if g not in (done, broken))
+    assert interrupted["state"].startswith("interrupted") and interrupted["steps"] == 4
+    assert rows[broken]["state"].startswith("damaged")
+    out = cli("runs", root=tmp_path)
+    assert out.returncode == 0 and done in out.stdout and "finetuned" in out.stdout and "blimp:blimp:final 0.625" in out.stdout
+    assert json.loads(cli("runs", "--json", root=tmp_path).stdout)[0]["guid"]
