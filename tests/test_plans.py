@@ -243,3 +243,33 @@ def test_runs_lists_every_run_with_state_results_finetuned_and_checkpoints(tmp_p
     out = cli("runs", root=tmp_path)
     assert out.returncode == 0 and done in out.stdout and "finetuned" in out.stdout and "blimp:blimp:final 0.625" in out.stdout
     assert json.loads(cli("runs", "--json", root=tmp_path).stdout)[0]["guid"]
+
+
+def test_inference_streams_the_text_and_takes_several_samples(tmp_path: Path, corpus: Path) -> None:
+    guid = plans.train(TINY_RUN, [str(corpus)], root=tmp_path, log=quiet)
+    pieces: list[str] = []
+    record = plans.inference(guid, "The", 8, root=tmp_path, seed=1, log=quiet, stream=pieces.append)
+    assert len(pieces) > 2 and "".join(pieces) == "The" + record["completion"] + "\n"
+    plain = plans.inference(guid, "The", 8, root=tmp_path, seed=1, log=quiet)
+    assert plain["tokens"] == record["tokens"]  # streaming changes nothing of the record
+    many = plans.inference(guid, "The", 8, root=tmp_path, seed=1, log=quiet, num_samples=3)
+    assert [r["seed"] for r in many["samples"]] == [1, 2, 3] and many["samples"][0]["tokens"] == record["tokens"]
+    assert len({r["path"] for r in many["samples"]}) == 3
+    with pytest.raises(plans.ConfigError, match="--num-samples"):
+        plans.inference(guid, "The", 8, root=tmp_path, log=quiet, num_samples=0)
+
+
+def test_every_option_says_what_it_does_and_its_default() -> None:
+    import argparse
+
+    from baby.__main__ import Help, parser
+    top = parser()
+    subs = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction))
+    formatter = Help("x")
+    for name, sub in subs.choices.items():
+        for action in sub._actions:
+            if action.option_strings and action.dest != "help":
+                text = formatter._get_help_string(action)
+                assert action.help and ("default" in text or "(required)" in text), (name, action.dest)
+    done = subprocess.run([sys.executable, "-m", "baby", "--version"], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0 and done.stdout.startswith("baby ")
