@@ -23,6 +23,7 @@ from baby.jsonio import FileFault
 from baby.memory import check_fits
 from baby.nn.model import GPT
 from baby.nn.network.lor import freeze_base
+from baby.progress import ProgressLog
 from baby.runs import RunError, RunStore, new_guid
 from baby.tokenizers import Tokenizer, tokenizer_digest, tokenizer_from_dict, train_tokenizer
 from baby.train import Trainer, schedule, unigram_entropy
@@ -177,7 +178,8 @@ def train(config: Config | dict[str, Any] | str | Path, inputs: list[str] | None
     inputs = [str(p) for p in (inputs or [DEFAULT_INPUT])]
     docs = read_documents(inputs)
     select_backend(cfg)
-    tokenizer = train_tokenizer(cfg.c_tokenizer, "\n".join(docs), n_vocab=cfg.n_vocab)
+    tokenizer = train_tokenizer(cfg.c_tokenizer, "\n".join(docs), n_vocab=cfg.n_vocab,
+                                progress=ProgressLog(log, "BPE merges learned"))
     tokens, unknown = encode_documents(tokenizer, docs)
     train_tokens, val_tokens = token_split(cfg, tokens)
     notices = cfg.notices() + schedule_notices(cfg, train_tokens) + check_memory(cfg, tokenizer.n_vocab)
