@@ -22,6 +22,10 @@ from baby.train import train_step
 ASSUMED_VOCAB = {"char": 100, "word": 10_000}
 
 
+def size(n: int) -> str:
+    return gib(n) if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
 def vocab_for(cfg: Config) -> tuple[int, str]:
     """(vocabulary size, how it was chosen)."""
     if cfg.c_tokenizer == "bpe":
@@ -75,15 +79,19 @@ def config_info(cfg: Config, probe: bool = True) -> dict[str, Any]:
     return out
 
 
-def format_config_info(data: dict[str, Any], source: str) -> str:
+def size_lines(data: dict[str, Any], vocab_note: str = "") -> list[str]:
+    """The parameters, vocabulary and FLOPs lines every description starts with."""
     fl = data["flops_per_token"]
+    return [f"  parameters        {data['n_params']:,} ({data['n_bytes'] / 2**20:.2f} MiB)",
+            f"  vocabulary        {data['n_vocab']:,}" + (f": {vocab_note}" if vocab_note else ""),
+            f"  FLOPs per token   training {fl['training']:,.0f}, inference {fl['inference']:,.0f}"]
+
+
+def format_config_info(data: dict[str, Any], source: str) -> str:
     m = data["memory_per_step"]
-    lines = [f"config {source}",
-             f"  parameters        {data['n_params']:,} ({data['n_bytes'] / 2**20:.2f} MiB)",
-             f"  vocabulary        {data['n_vocab']:,}: {data['vocab_note']}",
-             f"  FLOPs per token   training {fl['training']:,.0f}, inference {fl['inference']:,.0f}",
-             f"  memory per step   about {gib(m['total_bytes'])} ({gib(m['parameter_bytes'])} parameters and "
-             f"AdamW state, {gib(m['activation_bytes'])} activations for {data['tokens_per_step']:,} tokens)"]
+    lines = [f"config {source}", *size_lines(data, data["vocab_note"]),
+             f"  memory per step   about {size(m['total_bytes'])} ({size(m['parameter_bytes'])} parameters and "
+             f"AdamW state, {size(m['activation_bytes'])} activations for {data['tokens_per_step']:,} tokens)"]
     if "seconds_per_step" in data:
         per = data["seconds_per_step"]
         total = data["train_seconds"]
@@ -120,11 +128,7 @@ def model_file_info(path: str | Path) -> dict[str, Any]:
 
 def format_model_info(data: dict[str, Any]) -> str:
     a = data["architecture"]
-    fl = data["flops_per_token"]
-    lines = [f"model {data['model']}",
-             f"  parameters        {data['n_params']:,} ({data['n_bytes'] / 2**20:.2f} MiB)",
-             f"  vocabulary        {data['n_vocab']:,}",
-             f"  FLOPs per token   training {fl['training']:,.0f}, inference {fl['inference']:,.0f}",
+    lines = [f"model {data['model']}", *size_lines(data),
              f"  blocks            {a['n_layers']} x [{' + '.join(a['mixers'])}{' + ' + a['network'] if a['network'] else ''}], "
              f"width {a['n_emb']}, {a['n_heads']} heads ({a['n_kv_heads']} key/value) of {a['head_dim']}, hidden {a['hidden']}",
              f"  norm              {a['norm']} (eps {a['norm_eps']:g}), final {a['norm_final']}; positions {a['position']}"
