@@ -120,6 +120,32 @@ def test_export_then_import_is_bit_exact(exported: dict) -> None:
         assert plans.info(new, root=root)["n_params"] == plans.info(guid, root=root)["n_params"]
 
 
+def test_a_model_saved_again_by_transformers_comes_back_bit_exact_and_trains_and_scores(exported: dict,
+                                                                                       tmp_path: Path) -> None:
+    root, guid, folder = exported["llama-gqa"]
+    saved = tmp_path / "saved"
+    transformers.AutoModelForCausalLM.from_pretrained(folder).save_pretrained(saved)
+    transformers.AutoTokenizer.from_pretrained(folder).save_pretrained(saved)
+    new = import_run(saved, root=root, log=quiet)
+    store = RunStore(root)
+    assert store.read("model", new)["tensors"] == store.read("model", guid)["tensors"]
+    text = tmp_path / "more.txt"
+    text.write_text(TEXT[:3000], encoding="utf-8")
+    plans.finetune(new, [str(text)], root=root, overrides={"n_steps": 2}, log=quiet)
+    assert plans.evaluate(new, "perplexity", inputs=[str(text)], root=root, log=quiet)["perplexity"] > 1
+
+
+def test_cli_refuses_an_architecture_hf_has_no_class_for(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(TEXT, encoding="utf-8")
+    guid = plans.train({**BASE, "c_attention": "conv", "n_steps": 2}, [str(corpus)], root=tmp_path, log=quiet)
+    done = subprocess.run([sys.executable, "-m", "baby", "export", "--guid", guid, "--out", str(tmp_path / "x"),
+                           "--root", str(tmp_path)], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
+    assert "c_attention='conv'" in done.stderr and "exportable: GPT-2" in done.stderr
+    assert not (tmp_path / "x").exists()
+
+
 def test_cli_export_import_and_inference(exported: dict, tmp_path: Path) -> None:
     root, guid, _ = exported["llama"]
     def cli(*args: str) -> subprocess.CompletedProcess:
