@@ -220,3 +220,18 @@ def test_info_reads_a_model_file_alone(exported: dict, tmp_path: Path) -> None:
     alone.write_text(json.dumps(old))
     with pytest.raises(Exception, match="before model files described their architecture"):
         plans.info_plan(model=str(alone), log=quiet)
+
+
+@pytest.mark.parametrize("edit, field", [
+    (lambda d: d["model"].update(type="Unigram"), "model.type"),
+    (lambda d: d.update(pre_tokenizer={"type": "ByteLevel", "add_prefix_space": False, "use_regex": True}), "pre_tokenizer"),
+    (lambda d: d["model"].update(merges=["a b c"]), r"model.merges\[0\]"),
+    (lambda d: d["model"]["vocab"].pop("<bos>"), "model.vocab"),
+    (lambda d: d.update(normalizer={"type": "NFC"}), "normalizer")])
+def test_a_tokenizer_not_in_our_layout_is_refused_naming_the_field(edit, field: str) -> None:
+    doc = to_hf(train_tokenizer("bpe", TEXT, n_vocab=280))
+    if field == "model.type":
+        doc = to_hf(train_tokenizer("word", TEXT))
+    edit(doc)
+    with pytest.raises(RunError, match=field):
+        from_hf(doc, "tokenizer.json")

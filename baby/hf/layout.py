@@ -49,7 +49,7 @@ def hf_config(cfg: Config, n_vocab: int) -> dict[str, Any]:
     a, kind = architecture(cfg), family(cfg)
     common = {"architectures": [kind], "vocab_size": n_vocab, "bos_token_id": BOS, "eos_token_id": EOS,
               "pad_token_id": PAD, "tie_word_embeddings": a["tie"], "initializer_range": 0.02,
-              "torch_dtype": "float32", "use_cache": True, "baby": {"settings": cfg.to_dict(), "architecture": a}}
+              "torch_dtype": "float32", "dtype": "float32", "use_cache": True, "baby": {"settings": cfg.to_dict(), "architecture": a}}
     if kind == GPT2:
         return {"model_type": "gpt2", "n_positions": a["n_ctx"], "n_embd": a["n_emb"], "n_layer": a["n_layers"],
                 "n_head": a["n_heads"], "n_inner": a["hidden"], "activation_function": "gelu_new",

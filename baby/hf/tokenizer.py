@@ -149,7 +149,10 @@ def from_hf(data: Any, where: str) -> Tokenizer:
              "model.vocab", "ids 4..259 must be the 256 bytes in order")
         merges = []
         for n, m in enumerate(model.get("merges") or []):
-            a, b = m.split(" ") if isinstance(m, str) else m
+            pair = m.split(" ") if isinstance(m, str) else m
+            need(isinstance(pair, list) and len(pair) == 2 and all(isinstance(x, str) for x in pair),
+                 f"model.merges[{n}]", f"{m!r} is not a pair of tokens")
+            a, b = pair
             need(a in vocab and b in vocab and vocab.get(a + b) == baby_bpe.FIRST_MERGE + n,
                  f"model.merges[{n}]", f"({a!r}, {b!r}) must make id {baby_bpe.FIRST_MERGE + n}")
             merges.append((vocab[a], vocab[b]))
@@ -157,6 +160,7 @@ def from_hf(data: Any, where: str) -> Tokenizer:
         return tokenizer_from_dict({"kind": "bpe", "merges": [list(p) for p in merges]})
     need(kind == "WordLevel", "model.type", f"{kind!r}: allowed BPE (byte-level) or WordLevel")
     patterns = {EVERY_CHARACTER: "char", onig_pattern(PIECE.pattern): "word"}
-    pattern = (pre or {}).get("pattern", {}).get("Regex") if isinstance(pre, dict) else None
+    spec = pre.get("pattern") if isinstance(pre, dict) else None
+    pattern = spec.get("Regex") if isinstance(spec, dict) else None
     need(pre == _split(str(pattern)) and pattern in patterns, "pre_tokenizer", "is not the Split of our char or word tokenizer")
     return tokenizer_from_dict({"kind": patterns[pattern], "pieces": [s for s, _ in by_id]})
