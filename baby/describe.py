@@ -71,7 +71,8 @@ def config_info(cfg: Config, probe: bool = True) -> dict[str, Any]:
         "flops_per_token": {"training": flops["training"], "inference": flops["forward"]},
         "memory_per_step": {"total_bytes": memory.total_bytes, "parameter_bytes": memory.parameter_bytes,
                             "activation_bytes": memory.activation_bytes},
-        "tokens_per_step": cfg.batch_size * cfg.n_accumulate * cfg.n_ctx, "device": backend.device_name}
+        "tokens_per_step": cfg.batch_size * cfg.n_accumulate * cfg.n_ctx, "device": backend.device_name,
+        "notices": cfg.notices()}
     if probe:
         seconds = probe_step_seconds(cfg, model, n_vocab)
         out["seconds_per_step"] = seconds
@@ -99,6 +100,7 @@ def format_config_info(data: dict[str, Any], source: str) -> str:
                      "tokens/s), extrapolated from steps on 1 and 2 windows")
         lines.append(f"  training time     {total / 60:,.1f} min for n_steps" if total is not None else
                      "  training time     n_steps=0: steps per epoch depend on the text (tokens / tokens per step)")
+    lines += [f"  notice: {line}" for line in data.get("notices", [])]
     return "\n".join(lines)
 
 

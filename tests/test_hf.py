@@ -4,7 +4,6 @@ setting or field. Skipped cleanly without torch / transformers / safetensors (th
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import numpy
 import pytest
 
 from baby import plans
+from baby.__main__ import main
 from baby.config import Config, ConfigError
 from baby.evaluate.scoring import sentence_logprobs
 from baby.hf import layout
@@ -135,29 +135,32 @@ def test_a_model_saved_again_by_transformers_comes_back_bit_exact_and_trains_and
     assert plans.evaluate(new, "perplexity", inputs=[str(text)], root=root, log=quiet)["perplexity"] > 1
 
 
-def test_cli_refuses_an_architecture_hf_has_no_class_for(tmp_path: Path) -> None:
+def test_cli_refuses_an_architecture_hf_has_no_class_for(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(TEXT, encoding="utf-8")
     guid = plans.train({**BASE, "c_attention": "conv", "n_steps": 2}, [str(corpus)], root=tmp_path, log=quiet)
-    done = subprocess.run([sys.executable, "-m", "baby", "export", "--guid", guid, "--out", str(tmp_path / "x"),
-                           "--root", str(tmp_path)], capture_output=True, text=True, cwd=ROOT, timeout=60)
-    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
-    assert "c_attention='conv'" in done.stderr and "exportable: GPT-2" in done.stderr
+    status, _, err = cli(capsys, "export", "--guid", guid, "--out", str(tmp_path / "x"), "--root", str(tmp_path))
+    assert status == 2 and len(err.strip().splitlines()) == 1
+    assert "c_attention='conv'" in err and "exportable: GPT-2" in err
     assert not (tmp_path / "x").exists()
 
 
-def test_cli_export_import_and_inference(exported: dict, tmp_path: Path) -> None:
+def cli(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
+    """The command line in this process (a subprocess would pay the imports again)."""
+    status = main(list(args))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_cli_export_import_and_inference(exported: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     root, guid, _ = exported["llama"]
-    def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "baby", *args, "--root", str(root)], capture_output=True,
-                              text=True, cwd=ROOT, timeout=120)
-    done = cli("export", "--guid", guid, "--out", str(tmp_path / "x"))
-    assert done.returncode == 0 and "LlamaForCausalLM" in done.stdout
-    done = cli("import", "--from", str(tmp_path / "x"))
-    assert done.returncode == 0, done.stderr
-    new = done.stdout.split()[-1]
-    done = cli("inference", "--guid", new, "--max-tokens", "3")
-    assert done.returncode == 0, done.stderr
+    status, out, _ = cli(capsys, "export", "--guid", guid, "--out", str(tmp_path / "x"), "--root", str(root))
+    assert status == 0 and "LlamaForCausalLM" in out
+    status, out, err = cli(capsys, "import", "--from", str(tmp_path / "x"), "--root", str(root))
+    assert status == 0, err
+    new = out.split()[-1]
+    status, out, err = cli(capsys, "inference", "--guid", new, "--max-tokens", "3", "--root", str(root))
+    assert status == 0, err
 
 
 def test_shapes_hf_has_no_class_for_are_refused_listing_what_exports(tmp_path: Path) -> None:
@@ -205,16 +208,15 @@ def test_a_missing_safetensors_package_says_how_to_install_it(monkeypatch: pytes
         safetensors_numpy()
 
 
-def test_info_reads_a_model_file_alone(exported: dict, tmp_path: Path) -> None:
+def test_info_reads_a_model_file_alone(exported: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     root, guid, _ = exported["llama-gqa"]
     alone = tmp_path / "model.json"
     alone.write_bytes(RunStore(root).path("model", guid).read_bytes())
     data = plans.info_plan(model=str(alone), log=quiet)
     assert data["n_params"] == plans.info(guid, root=root)["n_params"]
     assert data["architecture"]["n_kv_heads"] == 2 and data["architecture"]["norm_eps"] == 1e-6
-    done = subprocess.run([sys.executable, "-m", "baby", "info", "--model", str(alone)], capture_output=True,
-                          text=True, cwd=ROOT, timeout=60)
-    assert done.returncode == 0 and "4 heads (2 key/value)" in done.stdout
+    status, out, _ = cli(capsys, "info", "--model", str(alone))
+    assert status == 0 and "4 heads (2 key/value)" in out
     old = json.loads(alone.read_text())
     del old["architecture"]  # files written before it existed still load with their run
     alone.write_text(json.dumps(old))
