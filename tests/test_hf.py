@@ -58,6 +58,14 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, 
     return out
 
 
+def copied(folder: Path, target: Path) -> Path:
+    """A copy of an exported directory, to edit."""
+    target.mkdir()
+    for f in folder.iterdir():
+        (target / f.name).write_bytes(f.read_bytes())
+    return target
+
+
 def our_model(root: Path, guid: str):
     run = plans.Run(RunStore(root), guid)
     model = run.model()
@@ -189,10 +197,7 @@ def test_an_unfinished_run_is_not_exported(tmp_path: Path) -> None:
 def test_unsupported_hf_configs_are_refused_naming_the_field(exported: dict, tmp_path: Path, change: dict,
                                                              field: str) -> None:
     _, _, folder = exported["gpt2" if "activation" in field else "llama"]
-    target = tmp_path / "edited"
-    target.mkdir()
-    for f in folder.iterdir():
-        (target / f.name).write_bytes(f.read_bytes())
+    target = copied(folder, tmp_path / "edited")
     config = json.loads((folder / "config.json").read_text())
     (target / "config.json").write_text(json.dumps({**config, **change}))
     runs = tmp_path / "runs"
@@ -237,3 +242,17 @@ def test_a_tokenizer_not_in_our_layout_is_refused_naming_the_field(edit, field: 
     edit(doc)
     with pytest.raises(RunError, match=field):
         from_hf(doc, "tokenizer.json")
+
+
+def test_a_tied_config_with_a_different_head_is_refused(exported: dict, tmp_path: Path) -> None:
+    from baby.hf.export import write_safetensors
+    _, _, folder = exported["gpt2"]
+    target = copied(folder, tmp_path / "edited")
+    tensors = read_safetensors(folder / "model.safetensors")
+    tensors["lm_head.weight"] = tensors["transformer.wte.weight"] + 1
+    write_safetensors(target / "model.safetensors", tensors, {"format": "pt"})
+    with pytest.raises(ConfigError, match="tie_word_embeddings=true, but lm_head.weight differs"):
+        import_run(target, root=tmp_path / "runs", log=quiet)
+    tensors["lm_head.weight"] = tensors["transformer.wte.weight"]  # a tied copy is fine
+    write_safetensors(target / "model.safetensors", tensors, {"format": "pt"})
+    assert import_run(target, root=tmp_path / "runs", log=quiet)

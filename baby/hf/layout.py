@@ -179,7 +179,12 @@ def from_hf_tensors(cfg: Config, theirs: dict[str, numpy.ndarray], where: str) -
     """The inverse of ``to_hf_tensors``; a missing tensor is named (shapes are checked on load)."""
     a, kind = architecture(cfg), family(cfg)
     names = set(to_hf_tensors(cfg, _Probe()))
-    theirs = {k: v for k, v in theirs.items() if not (a["tie"] and k == "lm_head.weight")}  # tied: a copy of wte
+    if a["tie"] and "lm_head.weight" in theirs:  # a tied head saved anyway must be the embedding itself
+        embedding = theirs.get("transformer.wte.weight" if kind == GPT2 else "model.embed_tokens.weight")
+        if embedding is None or not numpy.array_equal(theirs["lm_head.weight"], embedding):
+            raise ConfigError(f"{where}: tie_word_embeddings=true, but lm_head.weight differs from the token "
+                              "embedding (set tie_word_embeddings to false for a separate head)")
+        theirs = {k: v for k, v in theirs.items() if k != "lm_head.weight"}
     missing, extra = sorted(names - set(theirs)), sorted(set(theirs) - names)
     extra = [k for k in extra if not k.endswith((".attn.bias", ".attn.masked_bias", "rotary_emb.inv_freq"))]  # buffers
     if missing or extra:
