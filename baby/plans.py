@@ -26,7 +26,7 @@ from baby.nn.network.lor import freeze_base
 from baby.progress import ProgressLog
 from baby.runs import RunError, RunStore, new_guid
 from baby.tokenizers import Tokenizer, tokenizer_digest, tokenizer_from_dict, train_tokenizer
-from baby.train import Trainer, schedule, unigram_entropy
+from baby.train import Diverged, Trainer, schedule, unigram_entropy
 
 Log = Callable[[str], None]
 
@@ -265,7 +265,14 @@ def _train_and_finish(store: RunStore, guid: str, cfg: Config, tokenizer: Tokeni
                       resume_hint=resume_command(guid, store.root) if not suffix else "")
     if state is not None:
         trainer.load_state_dict(state)
-    summary = trainer.run(stop_at=stop_at)
+    try:
+        summary = trainer.run(stop_at=stop_at)
+    except Diverged as err:
+        if not suffix:  # said in the run's config, so that `runs` can tell a divergence from a kill
+            record = store.read("config", guid)
+            runtime = {**record.get("runtime", {}), "diverged": {"step": trainer.step, "message": str(err)}}
+            store.write("config", guid, {**record, "runtime": runtime})
+        raise
     store.write("model", guid, model_to_dict(model), suffix)
     if not suffix:  # kept, so that the run can be extended: train --resume G --set n_steps=N
         save_checkpoint(trainer.state_dict())

@@ -3,7 +3,6 @@ into a model), with its finetuned run and learning-curve checkpoints beneath it.
 makes its run's line say so; it never stops the listing."""
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +34,10 @@ def _results(store: RunStore, guid: str) -> dict[str, float]:
     return out
 
 
-def _diverged(store: RunStore, guid: str) -> bool:
-    """A checkpoint whose logged training losses hold a non-finite one (written as null). A divergence
-    caught before its checkpoint leaves no trace in the files: such a run shows as interrupted."""
-    data = _read(store, "checkpoint", guid) or {}
-    losses = ((data.get("trainer") or {}).get("curves") or {}).get("train_loss") or []
-    return any(v is None or (isinstance(v, float) and not math.isfinite(v)) for v in losses)
+def _diverged(runtime: dict[str, Any], steps: Any) -> bool:
+    """The run stopped on a divergence (recorded in its config) and was not resumed past it since."""
+    mark = runtime.get("diverged")
+    return isinstance(mark, dict) and isinstance(mark.get("step"), int) and isinstance(steps, int) and steps <= mark["step"]
 
 
 def run_row(store: RunStore, guid: str, suffix: str = "") -> dict[str, Any]:
@@ -55,7 +52,7 @@ def run_row(store: RunStore, guid: str, suffix: str = "") -> dict[str, Any]:
         state = {"state": "finished" if store.path("model", guid, suffix).exists() else "not finished"}
     else:
         state = state_of(store, guid)
-        if state["state"].startswith("interrupted") and _diverged(store, guid):
+        if state["state"].startswith("interrupted") and _diverged(runtime, state.get("steps")):
             state["state"] = "diverged, resumable with a lower r_learn"
     total = report.get("total_steps") or settings.get("n_steps") or None
     steps = report.get("steps", state.get("steps"))
