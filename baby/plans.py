@@ -180,7 +180,7 @@ def train(config: Config | dict[str, Any] | str | Path, inputs: list[str] | None
     select_backend(cfg)
     tokenizer = train_tokenizer(cfg.c_tokenizer, "\n".join(docs), n_vocab=cfg.n_vocab,
                                 progress=ProgressLog(log, "BPE merges learned"))
-    tokens, unknown = encode_documents(tokenizer, docs)
+    tokens, unknown = encode_documents(tokenizer, docs, ProgressLog(log, "characters tokenized"))
     train_tokens, val_tokens = token_split(cfg, tokens)
     notices = cfg.notices() + schedule_notices(cfg, train_tokens) + check_memory(cfg, tokenizer.n_vocab)
     store.check_writable()
