@@ -72,7 +72,7 @@ def config_info(cfg: Config, probe: bool = True) -> dict[str, Any]:
         "memory_per_step": {"total_bytes": memory.total_bytes, "parameter_bytes": memory.parameter_bytes,
                             "activation_bytes": memory.activation_bytes},
         "tokens_per_step": cfg.batch_size * cfg.n_accumulate * cfg.n_ctx, "device": backend.device_name,
-        "notices": cfg.notices()}
+        "notices": [n for n in cfg.notices() if not n.startswith("n_vocab=")]}  # here n_vocab sizes char/word
     if probe:
         seconds = probe_step_seconds(cfg, model, n_vocab)
         out["seconds_per_step"] = seconds
