@@ -21,7 +21,7 @@ from baby.train import TrainingHalted
 
 # Errors a user can fix; OSError too (a full disk, a read-only folder): the environment, not a bug.
 USER_ERRORS = (ConfigError, RunError, CorpusError, BackendError, FormatError, FileFault, OSError)
-BENCHES = ("train", "variants", "mqar", "scaling")
+BENCHES = ("train", "variants", "mqar", "scaling", "gpu")
 
 
 def overrides(pairs: list[str] | None) -> dict[str, Any]:
@@ -85,14 +85,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--finetuned", action="store_true", help="use the _finetuned model")
     p.add_argument("--checkpoint", default="", help="a learning-curve checkpoint, e.g. 1M")
 
-    p = add("eval", "score a run: BLiMP minimal pairs or held-out perplexity")
+    p = add("eval", "score a run: BLiMP or Zorro minimal pairs, or held-out perplexity")
     p.add_argument("--guid", required=True, help="the run to score")
-    p.add_argument("--task", required=True, choices=("blimp", "perplexity"), help="what to measure")
-    p.add_argument("--data", help="blimp: folder of BLiMP *.jsonl files (e.g. ../shared/data/blimp_filtered_babylm)")
+    p.add_argument("--task", required=True, choices=("blimp", "zorro", "perplexity"), help="what to measure")
+    p.add_argument("--data", help="blimp: folder of BLiMP *.jsonl files (e.g. ../shared/data/blimp_filtered_babylm); "
+                   "zorro: folder of Zorro *.txt files (e.g. ../shared/data/zorro)")
     p.add_argument("--input", nargs="+", help="perplexity: held-out text files, directories or .gz files")
     p.add_argument("--checkpoint", default="", help="a learning-curve checkpoint, e.g. 1M")
     p.add_argument("--finetuned", action="store_true", help="score the _finetuned model")
-    p.add_argument("--limit", type=int, default=0, help="blimp: first N pairs of each paradigm (0: all)")
+    p.add_argument("--limit", type=int, default=0, help="blimp, zorro: first N pairs of each paradigm (0: all)")
     p.add_argument("--batch-size", type=int, default=64, help="sequences scored per forward pass")
     p.add_argument("--stride", type=int, default=0, help="perplexity: sliding-window stride (0: non-overlapping windows)")
 
@@ -126,6 +127,10 @@ def parser() -> argparse.ArgumentParser:
 
     sub.add_parser("settings", help="print the table of every setting with its default and allowed values")
 
+    p = sub.add_parser("study", help="train and evaluate every cell of a study file; see python -m baby study --help",
+                       add_help=False)
+    p.add_argument("args", nargs=argparse.REMAINDER)
+
     p = sub.add_parser("bench", help=f"benchmarks ({', '.join(BENCHES)}); see python -m baby bench NAME --help")
     p.add_argument("name", choices=BENCHES, help="which benchmark")
     p.add_argument("args", nargs=argparse.REMAINDER, help="its own options")
@@ -133,6 +138,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def run(argv: list[str]) -> int:
+    if argv[:1] == ["study"]:  # its own parser (its options would look like ours to argparse)
+        from baby.study import main as study_main  # noqa: PLC0415
+        return study_main(argv[1:])
     args = parser().parse_args(argv)
     if args.plan == "split":
         from baby.corpus import holdout_split  # noqa: PLC0415

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+import time
 from typing import Any
 
 import numpy
@@ -105,6 +106,21 @@ def use(device: str = "cpu", cpu_cores: int | None = None, gpu_core: int = 0,
     dtype = DTYPES[d_type]
 
 
+def matmul(a: Any, b: Any) -> Any:
+    """a @ b. NumPy has no fast half-precision GEMM (fp16 matmuls run ~100x slower than fp32), so
+    on the CPU a product of fp16 operands is an fp32 GEMM of the up-cast operands rounded back to
+    fp16: the tensor cores' own arithmetic (fp16 inputs, fp32 accumulation) at fp32 speed."""
+    if xp is numpy and a.dtype == numpy.float16 and b.dtype == numpy.float16:
+        return numpy.matmul(a.astype(numpy.float32), b.astype(numpy.float32)).astype(numpy.float16)
+    return a @ b
+
+
+def accumulator(dtype: Any) -> Any:
+    """The dtype long sums are taken in: at least float32 (fp16 overflows at 65504 and drops the
+    small terms of a long sum)."""
+    return numpy.promote_types(dtype, numpy.float32)
+
+
 def to_host(a: Any) -> numpy.ndarray:
     """A NumPy copy (or view) of a NumPy or CuPy array."""
     return a.get() if hasattr(a, "get") and not isinstance(a, numpy.ndarray) else numpy.asarray(a)
@@ -143,6 +159,26 @@ def device_memory() -> tuple[int | None, int | None]:
         return None, None
     free, total = xp.cuda.runtime.memGetInfo()
     return int(free), int(total)
+
+
+class Stopwatch:
+    """Elapsed time of queued device work since it was made: CUDA events on the GPU (nothing waits
+    until ``seconds`` is asked), the wall clock on the CPU."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.event = None
+        if xp is not numpy:
+            self.event = xp.cuda.Event()
+            self.event.record()
+
+    def seconds(self) -> float:
+        if self.event is None:
+            return time.perf_counter() - self.start
+        end = xp.cuda.Event()
+        end.record()
+        end.synchronize()
+        return xp.cuda.get_elapsed_time(self.event, end) / 1000.0
 
 
 def versions() -> dict[str, str]:

@@ -156,11 +156,12 @@ def load_weights(model: GPT, data: Any, where: str) -> None:
 # ---- checkpoints --------------------------------------------------------------------------------
 
 OPTIMIZER_TENSORS = ("adam_m", "adam_v")
+MASTER_TENSOR = "adam_master"  # fp16 runs: the fp32 master weights
 
 
 def checkpoint_to_dict(model: GPT, trainer_state: dict[str, Any]) -> dict[str, Any]:
     state = dict(trainer_state)
-    for key in OPTIMIZER_TENSORS:
+    for key in OPTIMIZER_TENSORS + ((MASTER_TENSOR,) if MASTER_TENSOR in state else ()):
         state[key] = encode_tensor(backend.to_host(state[key]))
     return {"format": CHECKPOINT_FORMAT, "model": model_to_dict(model), "trainer": state}
 
@@ -178,7 +179,7 @@ def read_checkpoint(data: Any, where: str) -> tuple[dict[str, Any], dict[str, An
             raise FormatError(f"{where}: trainer.{key} is missing or not {getattr(kind, '__name__', 'a number')}")
     if state["step"] < 0 or state["adam_t"] < 0:
         raise FormatError(f"{where}: trainer.step and trainer.adam_t must be >= 0")
-    for key in OPTIMIZER_TENSORS:
+    for key in OPTIMIZER_TENSORS + ((MASTER_TENSOR,) if MASTER_TENSOR in state else ()):
         state[key] = decode_tensor(state.get(key), f"{where}: trainer.{key}")
         if state[key].ndim != 1 or not numpy.isfinite(state[key]).all():
             raise FormatError(f"{where}: trainer.{key} must be a finite flat vector")

@@ -4,6 +4,13 @@ The optimizer packs every trainable parameter (and its gradient) into one flat b
 parameters to views of it, so zeroing, clipping and the Adam update are a handful of large vectorised
 operations instead of a Python loop over tensors. Modules must therefore update ``p.data`` and
 ``p.grad`` in place (``+=``, ``[...] =``), never rebind them.
+
+Mixed precision (fp16 parameters): the optimizer keeps fp32 master weights and fp32 moments, reads
+the fp16 gradients through ``unscale`` (divided by the loss scale, in fp32), updates the masters and
+refreshes the fp16 compute copies after each step. A weight of 0.5 moves by steps as small as
+lr * decay = 3e-5 (fp16 alone rounds anything below its spacing, 2^-11 at 0.5, away). A step whose
+gradients hold inf/NaN is skipped on the device: masters, moments and the step count stay as they
+were, and ``LossScale`` halves the scale.
 """
 from __future__ import annotations
 
@@ -45,9 +52,21 @@ class AdamW:
             if p.decay:
                 self.decay_mask[offset:offset + n] = 1.0
             offset += n
-        self.m = xp.zeros(total, dtype=xp.float32 if dtype == xp.float16 else dtype)
+        self.mixed = dtype == xp.float16
+        acc = backend.accumulator(dtype)
+        self.m = xp.zeros(total, dtype=acc)
         self.v = xp.zeros_like(self.m)
         self.t = 0
+        if self.mixed:
+            self.master = self.flat.astype(acc)
+            self.grad32 = xp.zeros(total, dtype=acc)
+            self.decay_mask = self.decay_mask.astype(acc)
+            self.applied = xp.zeros((), dtype=acc)  # steps not skipped (bias correction counts these)
+
+    @property
+    def grad(self) -> Any:
+        """The gradient that clipping and the update read: fp32 (unscaled) in mixed precision."""
+        return self.grad32 if self.mixed else self.flat_grad
 
     def zero_grad(self) -> None:
         self.flat_grad.fill(0)
@@ -56,16 +75,30 @@ class AdamW:
         """Scale gradients so their global L2 norm is at most max_norm (0: off); returns the norm
         before, as a device scalar (no host sync: the trainer reads it at the log cadence)."""
         xp = backend.xp
-        g = self.flat_grad.astype(xp.float64) if self.flat_grad.dtype != xp.float64 else self.flat_grad
+        grad = self.grad
+        g = grad.astype(xp.float64) if grad.dtype != xp.float64 else grad
         norm = xp.sqrt((g * g).sum())
         if max_norm > 0:  # factor 1 below the threshold, so the gradients stay bit for bit
             factor = xp.minimum(1.0, max_norm / (norm + 1e-6))
-            self.flat_grad *= xp.where(norm > max_norm, factor, 1.0).astype(self.flat_grad.dtype)
+            grad *= xp.where(norm > max_norm, factor, 1.0).astype(grad.dtype)
         return norm
 
-    def step(self, lr: float | None = None) -> None:
+    def unscale(self, scale: Any) -> Any:
+        """Mixed precision: the fp32 gradient = fp16 gradient / loss scale; returns whether it is
+        finite everywhere (a device bool; an overflowed step is then skipped by ``step``)."""
         xp = backend.xp
+        self.grad32[...] = self.flat_grad
+        self.grad32 *= (1.0 / scale)
+        finite = xp.isfinite(self.grad32).all()
+        self.grad32[...] = xp.where(finite, self.grad32, 0.0)  # a skipped step must not spread NaN
+        return finite
+
+    def step(self, lr: float | None = None, finite: Any = None) -> None:
         lr = self.lr if lr is None else lr
+        if self.mixed:
+            self.step_mixed(lr, True if finite is None else finite)
+            return
+        xp = backend.xp
         b1, b2 = self.betas
         self.t += 1
         g = self.flat_grad
@@ -81,8 +114,34 @@ class AdamW:
         denom += self.eps
         self.flat -= (m_hat_scale * self.m / denom).astype(self.flat.dtype)
 
+    def step_mixed(self, lr: float, finite: Any) -> None:
+        """The same update on the fp32 masters, applied only where ``finite`` (no host sync): a
+        skipped step keeps m and v (their decay factors become 1) and moves no weight (lr 0)."""
+        xp = backend.xp
+        b1, b2 = self.betas
+        self.t += 1
+        b1 = xp.where(finite, b1, 1.0)
+        b2 = xp.where(finite, b2, 1.0)
+        lr = xp.where(finite, lr, 0.0)
+        self.applied += finite
+        t = xp.maximum(self.applied, 1.0)
+        g = self.grad32
+        self.m *= b1
+        self.m += (1 - b1) * g
+        self.v *= b2
+        self.v += (1 - b2) * (g * g)
+        if self.weight_decay:
+            self.master -= (lr * self.weight_decay) * self.decay_mask * self.master
+        denom = xp.sqrt(self.v / (1 - self.betas[1] ** t))
+        denom += self.eps
+        self.master -= (lr / (1 - self.betas[0] ** t)) * self.m / denom
+        self.flat[...] = self.master  # the fp16 compute copies, refreshed
+
     def state_dict(self) -> dict[str, Any]:
-        return {"t": self.t, "m": self.m, "v": self.v}
+        state = {"t": self.t, "m": self.m, "v": self.v}
+        if self.mixed:
+            state.update(master=self.master, applied=self.applied)
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state["m"].shape != self.m.shape:
@@ -90,3 +149,38 @@ class AdamW:
         self.t = int(state["t"])
         self.m[...] = backend.asarray(state["m"])
         self.v[...] = backend.asarray(state["v"])
+        if self.mixed and state.get("master") is not None:
+            self.master[...] = backend.asarray(state["master"])
+            self.applied[...] = float(state.get("applied", self.t))
+            self.flat[...] = self.master
+
+
+class LossScale:
+    """Dynamic loss scaling for fp16: the loss (hence every gradient) is multiplied by ``scale`` so
+    that small gradients survive fp16; after ``interval`` clean steps the scale doubles, and a step
+    with inf/NaN gradients is skipped and halves it. All on the device; read at the log cadence."""
+
+    def __init__(self, scale: float = 2.0 ** 16, interval: int = 1000, factor: float = 2.0) -> None:
+        xp = backend.xp
+        self.interval, self.factor = interval, factor
+        self.scale = xp.asarray(scale, dtype=xp.float32)
+        self.clean = xp.zeros((), dtype=xp.int64)
+        self.skipped = xp.zeros((), dtype=xp.int64)
+
+    def update(self, finite: Any) -> None:
+        xp = backend.xp
+        grow = finite & (self.clean + 1 >= self.interval)
+        shrunk = xp.maximum(self.scale / self.factor, 1.0)
+        self.scale = xp.where(finite, xp.where(grow, self.scale * self.factor, self.scale), shrunk).astype(xp.float32)
+        self.clean = xp.where(finite & ~grow, self.clean + 1, 0)
+        self.skipped = self.skipped + (~finite)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"scale": float(backend.to_host(self.scale)), "clean": int(backend.to_host(self.clean)),
+                "skipped": int(backend.to_host(self.skipped))}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        xp = backend.xp
+        self.scale = xp.asarray(state["scale"], dtype=xp.float32)
+        self.clean = xp.asarray(state["clean"], dtype=xp.int64)
+        self.skipped = xp.asarray(state["skipped"], dtype=xp.int64)

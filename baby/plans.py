@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,7 +25,7 @@ from baby.memory import check_fits
 from baby.nn.model import GPT
 from baby.nn.network.lor import freeze_base
 from baby.progress import ProgressLog
-from baby.runs import RunError, RunStore, new_guid
+from baby.runs import RunError, RunStore, check_guid, new_guid
 from baby.tokenizers import Tokenizer, tokenizer_digest, tokenizer_from_dict, train_tokenizer
 from baby.train import Diverged, Trainer, schedule, unigram_entropy
 
@@ -168,19 +169,45 @@ class Run:
 
 # ---- train / resume ---------------------------------------------------------------------------------
 
-def train(config: Config | dict[str, Any] | str | Path, inputs: list[str] | None = None,
-          root: str | Path = ".", overrides: dict[str, Any] | None = None, log: Log = say,
-          stop_at: int | None = None) -> str:
-    """Train a new model; returns its GUID. ``stop_at`` interrupts after that step (tests).
-    Everything that can be refused is refused before the first file is written."""
-    cfg = as_config(config, overrides)
-    store = RunStore(root)
+@dataclass
+class Corpus:
+    """Training text read and tokenized: what ``train`` needs before it builds a model. A study makes
+    it once and trains every cell on it (``prepare_corpus`` is the only way to make one)."""
+
+    inputs: list[str]
+    fingerprint: str
+    words: int
+    tokenizer: Tokenizer
+    tokens: numpy.ndarray
+    unknown: int
+
+
+def prepare_corpus(cfg: Config, inputs: list[str] | None = None, log: Log = say) -> Corpus:
+    """Read ``inputs`` (default: the shakespeare text), train cfg's tokenizer on them and encode them
+    (long phases log progress with an ETA)."""
     inputs = [str(p) for p in (inputs or [DEFAULT_INPUT])]
     docs = read_documents(inputs)
-    select_backend(cfg)
     tokenizer = train_tokenizer(cfg.c_tokenizer, "\n".join(docs), n_vocab=cfg.n_vocab,
                                 progress=ProgressLog(log, "BPE merges learned"))
     tokens, unknown = encode_documents(tokenizer, docs, ProgressLog(log, "characters tokenized"))
+    return Corpus(inputs, fingerprint(docs), count_words(docs), tokenizer, tokens, unknown)
+
+
+def train(config: Config | dict[str, Any] | str | Path, inputs: list[str] | None = None,
+          root: str | Path = ".", overrides: dict[str, Any] | None = None, log: Log = say,
+          stop_at: int | None = None, corpus: Corpus | None = None, guid: str | None = None) -> str:
+    """Train a new model; returns its GUID. ``stop_at`` interrupts after that step (tests); ``corpus``
+    is text already tokenized (by ``prepare_corpus``, for the same tokenizer settings); ``guid``
+    names the new run (a study records it before training starts). Everything that can be refused
+    is refused before the first file is written."""
+    cfg = as_config(config, overrides)
+    store = RunStore(root)
+    guid = check_guid(guid) if guid else new_guid()
+    if store.files(guid):
+        raise RunError(f"run {guid} already exists under {store.root.resolve()}")
+    select_backend(cfg)
+    corpus = corpus or prepare_corpus(cfg, inputs, log)
+    tokenizer, tokens = corpus.tokenizer, corpus.tokens
     train_tokens, val_tokens = token_split(cfg, tokens)
     notices = cfg.notices() + schedule_notices(cfg, train_tokens) + check_memory(cfg, tokenizer.n_vocab)
     store.check_writable()
@@ -189,12 +216,11 @@ def train(config: Config | dict[str, Any] | str | Path, inputs: list[str] | None
                        "(no pair is left to merge); the model uses that many")
     for line in notices:
         log(f"notice: {line}")
-    guid = new_guid()
     model = GPT(cfg, tokenizer.n_vocab)
     record = {"guid": guid, "settings": cfg.to_dict(), "runtime": {
-        "inputs": inputs, "input_sha256": fingerprint(docs), "words": count_words(docs),
+        "inputs": corpus.inputs, "input_sha256": corpus.fingerprint, "words": corpus.words,
         "tokens": int(len(tokens)), "train_tokens": int(len(train_tokens)), "val_tokens": int(len(val_tokens)),
-        "unknown_tokens": unknown, "n_vocab": tokenizer.n_vocab, "tokenizer_sha256": tokenizer_digest(tokenizer),
+        "unknown_tokens": corpus.unknown, "n_vocab": tokenizer.n_vocab, "tokenizer_sha256": tokenizer_digest(tokenizer),
         "n_params": model.n_params(), "n_bytes": model.n_bytes(), "device": backend.device_name,
         "versions": backend.versions(), "notices": notices,
         "created": _dt.datetime.now().isoformat(timespec="seconds")}}

@@ -22,7 +22,7 @@ from baby.config import Config, parse_warmup, parse_word_counts
 from baby.data import Batches, eval_batches
 from baby.nn.layers import cross_entropy
 from baby.nn.model import GPT
-from baby.optim import AdamW, lr_at
+from baby.optim import AdamW, LossScale, lr_at
 
 Log = Callable[[str], None]
 
@@ -59,28 +59,37 @@ class StepResult:
     """What one step leaves on the device: fetched only at the log cadence (no host sync per step)."""
 
     loss: Any  # mean training loss over the micro-batches, auxiliary losses included
-    grad_norm: Any  # global gradient norm before clipping
+    grad_norm: Any  # global gradient norm before clipping (unscaled)
+    applied: Any = True  # False where fp16 gradients overflowed and the update was skipped
 
 
 def train_step(model: GPT, opt: AdamW, micro_batches: Iterable[tuple[Any, Any, Any]], lr: float,
-               clip: float, ignore: int = -1) -> StepResult:
+               clip: float, ignore: int = -1, scaler: LossScale | None = None, comm: Any = None) -> StepResult:
     """The one training step of the package (train, the benchmarks and MQAR): forward, loss and
     backward over each (inputs, targets, dropout rng) micro-batch, the mean of their gradients,
-    clipping to ``clip`` (0: off), then AdamW at learning rate ``lr``."""
+    (the all-reduce over ranks), clipping to ``clip`` (0: off), then AdamW at learning rate ``lr``.
+    With a ``scaler`` (fp16) the gradients are computed for scale x loss, unscaled in fp32 by the
+    optimizer, and a step whose gradients overflowed is skipped (on the device, no host sync)."""
     model.train()
     opt.zero_grad()
+    scale = scaler.scale if scaler is not None else 1.0
     total, count = 0.0, 0
     for x, y, rng in micro_batches:
-        logits = model.forward(x, model.context(x, rng=rng))
-        loss, dlogits = cross_entropy(logits, y, ignore)
+        logits = model.forward(x, model.context(x, rng=rng, grad_scale=scale))
+        loss, dlogits = cross_entropy(logits, y, ignore, grad_scale=scale)
         model.backward(dlogits)
         total = total + loss + model.extra_loss()
         count += 1
     if count > 1:  # the mean over micro-batches, auxiliary-loss gradients included
         opt.flat_grad *= 1.0 / count
+    if comm is not None:
+        comm.all_reduce_mean(opt.flat_grad)
+    applied = opt.unscale(scale) if scaler is not None else True
     norm = opt.clip(clip)
-    opt.step(lr)
-    return StepResult(total / max(count, 1), norm)
+    opt.step(lr, applied if scaler is not None else None)
+    if scaler is not None:
+        scaler.update(applied)
+    return StepResult(total / max(count, 1), norm, applied)
 
 
 @dataclass(frozen=True)
@@ -112,6 +121,7 @@ class Trainer:
         self.log_every = cfg.n_log_every or max(1, self.total_steps // 50)
         self.tokens_per_step = cfg.batch_size * cfg.n_accumulate * cfg.n_ctx
         self.opt = AdamW(model.parameters(), cfg.r_learn, (cfg.r_beta1, cfg.r_beta2), cfg.r_eps, cfg.r_decay)
+        self.scaler = LossScale() if self.opt.mixed else None  # fp16: dynamic loss scaling
         self.step = 0
         self.seconds = 0.0  # training time only (evaluation and checkpoints excluded)
         self.curves: dict[str, list[Any]] = {"step": [], "train_loss": [], "val_loss": [], "lr": [],
@@ -134,7 +144,8 @@ class Trainer:
 
     def train_step(self) -> StepResult:
         """One optimizer step over n_accumulate micro-batches; the result stays on the device."""
-        result = train_step(self.model, self.opt, self.micro_batches(), self.lr(), self.cfg.r_clip)
+        result = train_step(self.model, self.opt, self.micro_batches(), self.lr(), self.cfg.r_clip,
+                            scaler=self.scaler)
         self.step += 1
         self.watch(result)
         return result
@@ -142,7 +153,8 @@ class Trainer:
     def watch(self, result: StepResult) -> None:
         """Remember the first non-finite step on the device; ``check_health`` reads it at sync points."""
         xp = backend.xp
-        bad = ~(xp.isfinite(result.loss) & xp.isfinite(result.grad_norm))
+        # a skipped fp16 step (overflowed gradients, the scale halves) is not a divergence
+        bad = ~(xp.isfinite(result.loss) & (xp.isfinite(result.grad_norm) | ~xp.asarray(result.applied)))
         now = xp.stack([xp.asarray(self.step, dtype=xp.float64), xp.asarray(result.loss, dtype=xp.float64),
                         xp.asarray(result.grad_norm, dtype=xp.float64)])
         if self.first_bad is None:
@@ -196,12 +208,9 @@ class Trainer:
         return self.summary()
 
     def loop(self, stop_at: int | None) -> None:
-        window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
+        window_loss, window_steps, watch = 0.0, 0, backend.Stopwatch()
         while self.step < self.total_steps:
-            t0 = time.perf_counter()
             result = self.train_step()
-            backend.sync()
-            self.seconds += time.perf_counter() - t0
             window_loss = window_loss + result.loss
             window_steps += 1
             last = self.step == self.total_steps
@@ -209,7 +218,8 @@ class Trainer:
             if self.step % self.log_every == 0 or evaluating:
                 self.check_health()
                 loss = float(backend.to_host(window_loss)) / window_steps
-                elapsed = time.perf_counter() - window_start
+                elapsed = watch.seconds()  # the window's training time (the one sync of the window)
+                self.seconds += elapsed
                 speed = window_steps * self.tokens_per_step / max(elapsed, 1e-9)
                 eta = (self.total_steps - self.step) * elapsed / window_steps
                 self.say(f"step {self.step}/{self.total_steps} | loss {loss:.4f} | "
@@ -226,6 +236,7 @@ class Trainer:
                 self.check_health()
                 self.checkpoint(self.state_dict())
             if self.signal is not None and not last:
+                self.seconds += watch.seconds() if window_steps else 0.0
                 self.check_health()
                 if self.checkpoint:
                     self.checkpoint(self.state_dict())
@@ -235,8 +246,8 @@ class Trainer:
                 raise Stopped(f"stopped by {name} at step {self.step}/{self.total_steps}: {saved}{then}")
             if stop_at is not None and self.step >= stop_at and not last:
                 raise Interrupted(f"stopped at step {self.step}")
-            if window_steps == 0:
-                window_start = time.perf_counter()
+            if window_steps == 0:  # evaluation and checkpoints are not training time
+                watch = backend.Stopwatch()
         self.check_health()
 
     @contextlib.contextmanager
@@ -294,20 +305,28 @@ class Trainer:
             "final_train_loss": self.curves["train_loss"][-1] if self.curves["train_loss"] else None,
             "final_val_loss": vals[-1] if vals else None, "best_val_loss": min(vals) if vals else None,
             "curves": self.curves, "log": self.lines,
+            **({"loss_scale": self.scaler.state_dict()} if self.scaler is not None else {}),
         }
 
     # ---- checkpoints -------------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
         opt = self.opt.state_dict()
-        return {"step": self.step, "seconds": self.seconds, "curves": self.curves, "lines": self.lines,
-                "adam_t": opt["t"], "adam_m": backend.to_host(opt["m"]), "adam_v": backend.to_host(opt["v"])}
+        state = {"step": self.step, "seconds": self.seconds, "curves": self.curves, "lines": self.lines,
+                 "adam_t": opt["t"], "adam_m": backend.to_host(opt["m"]), "adam_v": backend.to_host(opt["v"])}
+        if self.scaler is not None:  # fp16: the fp32 masters and the loss scale resume exactly too
+            state.update(adam_master=backend.to_host(opt["master"]), adam_applied=float(backend.to_host(opt["applied"])),
+                         loss_scale=self.scaler.state_dict())
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step, self.seconds = int(state["step"]), float(state["seconds"])
         self.curves = {key: list(state["curves"].get(key, [])) for key in self.curves}
         self.lines = list(state["lines"])
-        self.opt.load_state_dict({"t": state["adam_t"], "m": state["adam_m"], "v": state["adam_v"]})
+        self.opt.load_state_dict({"t": state["adam_t"], "m": state["adam_m"], "v": state["adam_v"],
+                                  "master": state.get("adam_master"), "applied": state.get("adam_applied", state["adam_t"])})
+        if self.scaler is not None and isinstance(state.get("loss_scale"), dict):
+            self.scaler.load_state_dict(state["loss_scale"])
 
 
 def format_seconds(s: float) -> str:

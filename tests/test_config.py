@@ -40,7 +40,6 @@ def test_run_config_files_load_from_their_settings(tmp_path: Path) -> None:
     ({"s_warmup": "soon"}, ["s_warmup", "auto"]),
     ({"s_warmup": -4}, ["s_warmup"]),
     ({"r_learn_min": 0.5}, ["r_learn_min"]),
-    ({"d_type": "fp16"}, ["fp16", "GPU"]),
     ({"c_tokenizer": "bpe", "n_vocab": 100}, ["n_vocab", "260"]),
     ({"s_checkpoint_words": "1M,lots"}, ["s_checkpoint_words", "lots"]),
     ({"s_checkpoint_words": "-5K"}, ["s_checkpoint_words"]),

@@ -14,6 +14,7 @@ from baby.config import Config, ConfigError
 from baby.corpus import CorpusError, encode_documents
 from baby.evaluate.blimp import Pair, aggregate, evaluate_blimp, load_blimp
 from baby.evaluate.perplexity import evaluate_perplexity
+from baby.evaluate.zorro import load_zorro
 from baby.evaluate.run import evaluate, format_table
 from baby.evaluate.scoring import sentence_logprobs, sequence_logprobs, window_plan
 from baby.nn.layers import log_softmax
@@ -280,3 +281,63 @@ def test_real_blimp_filtered_first_five_pairs_per_paradigm() -> None:
     assert r["phenomena"]["argument_structure"]["n_paradigms"] == 9  # 7 + the 2 s-selection paradigms
     assert sum(p["n_paradigms"] for p in r["phenomena"].values()) == 67
     assert 0.0 <= r["accuracy"] <= r["accuracy_babylm"] <= 1.0
+
+
+# ---- Zorro -----------------------------------------------------------------------------------------
+
+@pytest.fixture
+def zorro_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "zorro"
+    d.mkdir()
+    (d / "agreement-a.txt").write_text("the dog runs .\nthe dog run .\nthe dogs run .\nthe dogs runs .",
+                                       encoding="utf-8")
+    (d / "agreement-b.txt").write_text("a cat .\na cats .\n", encoding="utf-8")
+    (d / "binding-c.txt").write_text("she sees herself .\nshe sees himself .\nhe is .\nhe is .",
+                                     encoding="utf-8")
+    return d
+
+
+def test_load_zorro_pairs_good_then_bad_with_phenomena(zorro_dir: Path) -> None:
+    pairs = load_zorro(zorro_dir)
+    assert [(p.good, p.bad) for p in pairs[:2]] == [("the dog runs .", "the dog run ."),
+                                                    ("the dogs run .", "the dogs runs .")]
+    assert [p.paradigm for p in pairs] == ["agreement-a"] * 2 + ["agreement-b"] + ["binding-c"] * 2
+    assert {p.phenomenon for p in pairs} == {"agreement", "binding"}
+    assert len(load_zorro(zorro_dir, limit=1)) == 3
+    (zorro_dir / "odd-d.txt").write_text("one\ntwo\nthree", encoding="utf-8")
+    with pytest.raises(RunError, match="odd-d.txt"):
+        load_zorro(zorro_dir)
+    (zorro_dir / "odd-d.txt").write_bytes(b"caf\xe9\nx")
+    with pytest.raises(RunError, match="UTF-8"):
+        load_zorro(zorro_dir)
+    with pytest.raises(RunError, match="no such Zorro"):
+        load_zorro(zorro_dir / "missing")
+
+
+def test_zorro_scores_like_blimp_and_is_an_eval_task(tmp_path: Path, zorro_dir: Path) -> None:
+    model, tokenizer = tiny_model()
+    pairs = load_zorro(zorro_dir)
+    r = evaluate_blimp(model, tokenizer, pairs, batch_size=2, log=quiet)
+    scores = sentence_logprobs(model, tokenizer, [p.good for p in pairs] + [p.bad for p in pairs])
+    good, bad = scores[:len(pairs)], scores[len(pairs):]
+    a = float(numpy.mean(good[:2] > bad[:2]))
+    assert r["paradigms"]["agreement-a"]["accuracy"] == a
+    assert r["phenomena"]["agreement"]["accuracy"] == pytest.approx((a + float(good[2] > bad[2])) / 2)
+    assert r["paradigms"]["binding-c"]["ties"] == 1  # "he is ." twice
+    root = tmp_path / "runs"
+    text = tmp_path / "t.txt"
+    text.write_text(TEXT, encoding="utf-8")
+    guid = plans.train(TINY_RUN, [str(text)], root=root, log=quiet)
+    lines: list[str] = []
+    result = evaluate(guid, "zorro", data=str(zorro_dir), root=root, log=lines.append)
+    assert result["key"] == "zorro:zorro:final" and result["n_pairs"] == 5
+    assert any(line.startswith("Zorro") for line in lines)
+
+
+def test_real_zorro_has_23_paradigms_of_2000_pairs() -> None:
+    directory = SHARED_DATA / "zorro"
+    if not directory.is_dir():
+        pytest.skip(f"{directory} is not available")
+    pairs = load_zorro(directory)
+    assert len(pairs) == 46_000 and len({p.paradigm for p in pairs}) == 23
+    assert pairs[0].good != pairs[0].bad

@@ -34,7 +34,27 @@ def network_names() -> list[str]:
     return sorted(e.name for e in core.entries("network"))
 
 
-def check_sequence_module(kind: str, name: str, cfg: Config) -> list[str]:
+PAD = 3  # left pads in the second row
+
+
+def move_weights(module: core.Module, rng: numpy.random.Generator, scale: float = 0.3) -> None:
+    """Add scale * N(0, 1) * max(std, 1) to every parameter, so that terms which zero biases and gates,
+    unit gains or a small init would hide show in the check."""
+    for p in module.parameters():
+        std = max(float(p.data.std()), 1.0)
+        p.data += backend.xp.asarray(scale * std * rng.standard_normal(p.shape))
+
+
+def padded_valid(b: int = B, t: int = T) -> numpy.ndarray:
+    valid = numpy.ones((b, t), bool)
+    valid[1, :PAD] = False
+    return valid
+
+
+def check_sequence_module(kind: str, name: str, cfg: Config, padded: bool = False) -> list[str]:
+    """Check a registered module on (B, T, n_emb) inputs. ``padded``: weights moved off their init and
+    the second row left-padded (positions count real tokens, as GPT.context makes them); the loss
+    weights every output, padding included."""
     rng = numpy.random.default_rng(0)
     module = core.lookup(kind, name).cls(cfg, rng)
     allow: tuple[str, ...] = ()
@@ -43,11 +63,15 @@ def check_sequence_module(kind: str, name: str, cfg: Config) -> list[str]:
         # are zero); it is tested against the soft mixture in test_attention.py. Here: the exact rest.
         module.straight_through = False
         allow = tuple(n for n, _ in module.named_parameters() if n.startswith("gate."))
+    if padded:
+        move_weights(module, rng)
     xp = backend.xp
     x = xp.asarray(rng.standard_normal((B, T, cfg.n_emb)))
     ids = xp.asarray(ids_with_repeats(rng))
-    positions = xp.broadcast_to(xp.arange(T)[None], (B, T))
-    return check_module(module, x, lambda v: module.forward(v, Context(ids=ids, positions=positions)),
+    valid = xp.asarray(padded_valid()) if padded else None
+    positions = (xp.maximum(xp.cumsum(valid, axis=1) - 1, 0) if padded
+                 else xp.broadcast_to(xp.arange(T)[None], (B, T)))
+    return check_module(module, x, lambda v: module.forward(v, Context(ids=ids, positions=positions, valid=valid)),
                         allow_unused=allow)
 
 
@@ -148,3 +172,100 @@ def test_scatter_add_sums_repeated_rows() -> None:
     target = numpy.zeros((7, 3))
     backend.scatter_add(target, index, values)
     numpy.testing.assert_allclose(target, expected, rtol=1e-12, atol=1e-12)
+
+
+# ---- NaN/inf must fail the check -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")], ids=["nan", "inf"])
+@pytest.mark.parametrize("where", ["input", "parameter"])
+def test_gradcheck_fails_on_a_non_finite_gradient(device64: str, bad: float, where: str) -> None:
+    """A backward that returns NaN/inf (in one entry or everywhere) must never pass."""
+    from baby.nn.gradcheck import GradientMismatch
+    from baby.nn.layers import Linear
+
+    class Poisoned(Linear):
+        def backward(self, dy):
+            dx = super().backward(dy)
+            if where == "input":
+                dx[...] = bad
+            else:
+                self.weight.grad[0, 0] = bad
+            return dx
+
+    x = backend.xp.asarray(numpy.random.default_rng(0).standard_normal((2, 3, 4)))
+    with pytest.raises(GradientMismatch, match="not finite"):
+        check_module(Poisoned(numpy.random.default_rng(1), 4, 5), x)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")], ids=["nan", "inf"])
+def test_directional_check_fails_on_a_non_finite_numeric_side(device64: str, bad: float) -> None:
+    """`err > tol` is False for NaN: the comparison itself must reject a non-finite loss."""
+    from baby.nn.gradcheck import GradientMismatch, directional_check
+    x = backend.xp.zeros(3)
+    with pytest.raises(GradientMismatch):
+        directional_check("x", x, backend.xp.ones(3), lambda: bad * float(x.sum() + 1), numpy.random.default_rng(0))
+
+
+# ---- left padding, weights moved off their initialisation ------------------------------------------
+
+
+@pytest.mark.parametrize("name", mixer_names())
+def test_mixer_gradients_left_padded_moved_weights(device64: str, name: str) -> None:
+    checked = check_sequence_module("mixer", name, tiny_config(r_temp=0.8), padded=True)
+    assert "input" in checked and len(checked) > 1
+
+
+@pytest.mark.parametrize("name", network_names())
+def test_network_gradients_left_padded_moved_weights(device64: str, name: str) -> None:
+    checked = check_sequence_module("network", name, tiny_config(r_balance=0.5), padded=True)
+    assert "input" in checked and len(checked) > 1
+
+
+@pytest.mark.parametrize("groups", [2, 8])
+def test_ggl_gradients_with_a_shuffle_that_is_not_its_own_inverse(device64: str, groups: int) -> None:
+    """With 4 groups of 4 channels the shuffle is a 4x4 transpose, its own inverse: 2 and 8 groups
+    catch an unshuffle that is not the shuffle's inverse."""
+    check_sequence_module("network", "ggl", tiny_config(n_groups=groups))
+    check_sequence_module("network", "ggl", tiny_config(n_groups=groups), padded=True)
+
+
+def whole_model_check_padded(cfg: Config) -> None:
+    """Loss = mean cross-entropy over real targets + the modules' auxiliary losses (moe's balance
+    loss over real tokens), for moved weights and a left-padded row; every parameter is checked."""
+    model = GPT(cfg, n_vocab=7)
+    hard_gates = False  # swh: the exact derivative, 0 for the hard gate (its surrogate is tested elsewhere)
+    for m in model.modules():
+        if getattr(m, "straight_through", False):
+            m.straight_through, hard_gates = False, True
+    rng = numpy.random.default_rng(5)
+    move_weights(model, rng)
+    xp = backend.xp
+    ids = xp.asarray(ids_with_repeats(rng, 7))
+    ids = xp.concatenate([ids, ids[:, :1]], axis=1)  # T + 1 tokens: inputs and shifted targets
+    valid = xp.asarray(padded_valid())
+    targets = ids[:, 1:].copy()
+    targets[~valid] = -100
+
+    def loss_at() -> float:
+        logits = model.forward(ids[:, :-1], model.context(ids[:, :-1], valid=valid))
+        return float(cross_entropy(logits, targets, ignore=-100)[0]) + model.extra_loss()
+
+    for p in model.parameters():
+        p.grad[...] = 0
+    logits = model.forward(ids[:, :-1], model.context(ids[:, :-1], valid=valid))
+    model.backward(cross_entropy(logits, targets, ignore=-100)[1])
+    from baby.nn.gradcheck import directional_check
+    for name, p in model.named_parameters():
+        assert bool((p.grad != 0).any()) or (hard_gates and ".gate." in name), f"{name} gets no gradient"
+        directional_check(name, p.data, p.grad.copy(), loss_at, rng)
+
+
+@pytest.mark.parametrize("name", mixer_names())
+def test_whole_model_gradients_left_padded_per_mixer(device64: str, name: str) -> None:
+    whole_model_check_padded(tiny_config(c_attention=name, n_layers=1))
+
+
+@pytest.mark.parametrize("name", network_names())
+def test_whole_model_gradients_left_padded_per_network(device64: str, name: str) -> None:
+    whole_model_check_padded(tiny_config(c_network=name, c_position="learned", n_layers=1, r_balance=0.5))

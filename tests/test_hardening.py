@@ -70,9 +70,9 @@ def poison_step(monkeypatch: pytest.MonkeyPatch, at_call: int) -> None:
 
     real, calls = train_module.cross_entropy, [0]
 
-    def poisoned(logits: Any, targets: Any, ignore: int = -1) -> Any:
+    def poisoned(logits: Any, targets: Any, ignore: int = -1, **options: Any) -> Any:
         calls[0] += 1
-        loss, dlogits = real(logits, targets, ignore)
+        loss, dlogits = real(logits, targets, ignore, **options)
         if calls[0] >= at_call:
             return loss * math.nan, dlogits * math.nan
         return loss, dlogits

@@ -227,9 +227,13 @@ def model_config(mixers: str = "conv+induction", **extra: object) -> Config:
                    "n_conv_groups": 4, **extra})
 
 
+ABLATIONS = [{}, {"c_conv_static": True}, {"c_induction_sink": False}, {"n_induction_m": 1}]
+
+
+@pytest.mark.parametrize("ablation", ABLATIONS, ids=["seed", "static-conv", "no-sink", "m1"])
 @pytest.mark.parametrize("padded", [False, True], ids=["plain", "left-padded"])
-def test_whole_model_gradients(device64: str, padded: bool) -> None:
-    cfg = model_config(c_bias=False)
+def test_whole_model_gradients(device64: str, padded: bool, ablation: dict) -> None:
+    cfg = model_config(c_bias=False, **ablation)
     model = GPT(cfg, n_vocab=7)
     rng = numpy.random.default_rng(5)
     randomize(model, rng, std=0.3)
@@ -254,6 +258,27 @@ def test_whole_model_gradients(device64: str, padded: bool) -> None:
     for name, p in model.named_parameters():
         assert bool((p.grad != 0).any()), f"{name} gets no gradient"
         directional_check(name, p.data, p.grad.copy(), loss_at, rng)
+
+
+def test_static_conv_uses_one_kernel_at_every_position_and_no_sink_abstains_with_zero(device64: str) -> None:
+    rng = numpy.random.default_rng(8)
+    conv = core.lookup("mixer", "conv").cls(tiny(n_conv_groups=4, c_conv_static=True), rng)
+    randomize(conv, rng)
+    assert all(k.shape == (4 * 3,) for k in conv.kernels)  # no token-dependent projection
+    ids = rng.integers(0, 9, (2, 10))
+    x = backend.asarray(rng.normal(size=(2, 10, TINY["n_emb"])))
+    conv.forward(x, context(ids))
+    w = backend.to_host(conv.cache[1][0][1])  # level 0 kernels, (B, T, G, k)
+    numpy.testing.assert_allclose(w, numpy.broadcast_to(w[:1, :1], w.shape))
+    induction = core.lookup("mixer", "induction").cls(tiny(c_induction_sink=False), rng)
+    randomize(induction, rng)
+    ids = numpy.array([[1, 2, 3, 1, 2, 3, 4, 5]])
+    y = backend.to_host(induction.forward(backend.asarray(rng.normal(size=(1, 8, TINY["n_emb"]))), context(ids)))
+    bias = backend.to_host(induction.proj.bias.data) if induction.proj.bias is not None else 0.0
+    for pos in (0, 1, 2, 6, 7):  # no earlier occurrence of their token: only the output bias
+        numpy.testing.assert_allclose(y[0, pos], bias, atol=1e-12)
+    for pos in (3, 4, 5):  # "1" at 3 finds 0, whose follower 1 lies before 3: copied
+        assert not numpy.allclose(y[0, pos], bias)
 
 
 @pytest.mark.parametrize("mixers", ["conv+induction", "induction", "conv+mha"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -44,18 +45,15 @@ def time_ours(cfg: Config, n_vocab: int, data: list[numpy.ndarray], warmup: int)
     return (len(data) - warmup) * cfg.batch_size * cfg.n_ctx / (time.perf_counter() - start)
 
 
-def time_torch(cfg: Config, n_vocab: int, data: list[numpy.ndarray], warmup: int, threads: int) -> float | None:
-    """The same GPT (mha + mlp, LayerNorm, GELU-tanh, tied head) in PyTorch eager, or None."""
-    try:
-        import torch  # noqa: PLC0415 - optional, benchmark only
-        from torch import nn  # noqa: PLC0415
-    except ImportError:
-        return None
-    if cfg.c_attention != "mha" or cfg.c_network != "mlp" or cfg.c_norm != "layer" or cfg.c_position != "learned":
-        return None
-    torch.set_num_threads(threads)
+def torch_gpt(cfg: Config, n_vocab: int, device: str = "cpu", fp16: bool = False) -> tuple[Any, Any, Any]:
+    """The same GPT (mha + mlp, LayerNorm, GELU-tanh, tied head, dropout on the embeddings and every
+    residual branch) in PyTorch eager: (model, optimizer, step(batch, lr=None) -> loss tensor). With
+    ``fp16``: torch.autocast and a GradScaler, PyTorch's own mixed precision."""
+    import torch  # noqa: PLC0415 - optional, benchmark only
+    from torch import nn  # noqa: PLC0415
+
     torch.manual_seed(cfg.seed)
-    c, h = cfg.n_emb, cfg.n_heads
+    c, h, p = cfg.n_emb, cfg.n_heads, cfg.r_dropout
 
     class Block(nn.Module):
         def __init__(self) -> None:
@@ -63,42 +61,80 @@ def time_torch(cfg: Config, n_vocab: int, data: list[numpy.ndarray], warmup: int
             self.ln1, self.ln2 = nn.LayerNorm(c), nn.LayerNorm(c)
             self.qkv, self.proj = nn.Linear(c, 3 * cfg.head_width, bias=cfg.c_bias), nn.Linear(cfg.head_width, c, bias=cfg.c_bias)
             self.up, self.down = nn.Linear(c, cfg.hidden, bias=cfg.c_bias), nn.Linear(cfg.hidden, c, bias=cfg.c_bias)
+            self.drop = nn.Dropout(p)
 
         def forward(self, x: Any) -> Any:
             b, t, _ = x.shape
             q, k, v = self.qkv(self.ln1(x)).split(cfg.head_width, dim=2)
             q, k, v = (z.view(b, t, h, -1).transpose(1, 2) for z in (q, k, v))
             y = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
-            x = x + self.proj(y.transpose(1, 2).reshape(b, t, cfg.head_width))
-            return x + self.down(nn.functional.gelu(self.up(self.ln2(x)), approximate="tanh"))
+            x = x + self.drop(self.proj(y.transpose(1, 2).reshape(b, t, cfg.head_width)))
+            return x + self.drop(self.down(nn.functional.gelu(self.up(self.ln2(x)), approximate="tanh")))
 
     class Model(nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.tok, self.pos = nn.Embedding(n_vocab, c), nn.Embedding(cfg.n_ctx, c)
             self.blocks = nn.ModuleList(Block() for _ in range(cfg.n_layers))
-            self.ln = nn.LayerNorm(c)
+            self.ln, self.drop = nn.LayerNorm(c), nn.Dropout(p)
 
         def forward(self, ids: Any) -> Any:
-            x = self.tok(ids) + self.pos(torch.arange(ids.shape[1]))
+            x = self.drop(self.tok(ids) + self.pos(torch.arange(ids.shape[1], device=ids.device)))
             for block in self.blocks:
                 x = block(x)
             return self.ln(x) @ self.tok.weight.T
 
     model = Model()
+    for name, w in model.named_parameters():  # GPT-2's init, as baby's (torch's N(0, 1) embeddings would not train alike)
+        if name.endswith("bias"):
+            nn.init.zeros_(w)
+        elif w.ndim == 2:
+            std = 0.02 / math.sqrt(2 * cfg.n_layers) if name.endswith(("proj.weight", "down.weight")) else 0.02
+            nn.init.normal_(w, 0.0, std)
+    model = model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.r_learn, betas=(cfg.r_beta1, cfg.r_beta2),
                             weight_decay=cfg.r_decay)
+    scaler = torch.amp.GradScaler(device) if fp16 else None
+
+    def step(batch: Any, lr: float | None = None) -> Any:
+        if lr is not None:
+            for group in opt.param_groups:
+                group["lr"] = lr
+        with torch.autocast(device, dtype=torch.float16, enabled=fp16):
+            logits = model(batch[:, :-1])
+            loss = nn.functional.cross_entropy(logits.reshape(-1, n_vocab).float(), batch[:, 1:].reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        if scaler is None:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.r_clip)
+            opt.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.r_clip)
+            scaler.step(opt)
+            scaler.update()
+        return loss
+
+    return model, opt, step
+
+
+def time_torch(cfg: Config, n_vocab: int, data: list[numpy.ndarray], warmup: int, threads: int) -> float | None:
+    """Tokens/s of the same GPT in PyTorch eager on the CPU, or None (no torch, or a shape it lacks)."""
+    try:
+        import torch  # noqa: PLC0415 - optional, benchmark only
+    except ImportError:
+        return None
+    if cfg.c_attention != "mha" or cfg.c_network != "mlp" or cfg.c_norm != "layer" or cfg.c_position != "learned":
+        return None
+    torch.set_num_threads(threads)
+    _, _, step = torch_gpt(cfg.replace(r_dropout=0.0), n_vocab)
     tensors = [torch.from_numpy(b.astype(numpy.int64)) for b in data]
     start = 0.0
     for i, batch in enumerate(tensors):
         if i == warmup:
             start = time.perf_counter()
-        logits = model(batch[:, :-1])
-        loss = nn.functional.cross_entropy(logits.reshape(-1, n_vocab), batch[:, 1:].reshape(-1))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.r_clip)
-        opt.step()
+        step(batch)
     return (len(data) - warmup) * cfg.batch_size * cfg.n_ctx / (time.perf_counter() - start)
 
 
@@ -183,4 +219,4 @@ def _torch_version() -> str:
         return ""
 
 
-__all__ = ["main", "time_ours", "time_torch"]
+__all__ = ["main", "time_ours", "time_torch", "torch_gpt"]

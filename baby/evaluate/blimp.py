@@ -45,25 +45,34 @@ class Pair:
     field: str
 
 
+def data_files(root: Path, pattern: str, what: str) -> list[Path]:
+    """The paradigm files of a minimal-pair data folder, sorted by name, or one line saying why not."""
+    if not root.is_dir():
+        raise RunError(f"{root}: no such {what} data directory")
+    files = sorted(root.glob(pattern))
+    if not files:
+        raise RunError(f"{root}: no {pattern} files (expected one {what} paradigm per file)")
+    return files
+
+
+def text_lines(path: Path) -> list[str]:
+    """The lines of a UTF-8 file (split on newlines only), or one line saying why not."""
+    try:
+        return path.read_bytes().decode("utf-8").split("\n")
+    except UnicodeDecodeError as err:
+        raise RunError(f"{path}: not UTF-8 text (byte {err.start})") from None
+    except OSError as err:
+        raise RunError(f"{path}: cannot read ({err.strerror or err})") from None
+
+
 def load_blimp(directory: str | Path, limit: int = 0) -> list[Pair]:
     """The minimal pairs of every ``*.jsonl`` file of ``directory`` (sorted by file name, lines in
     order); with ``limit`` > 0 only the first ``limit`` pairs of each file."""
     root = Path(directory)
-    if not root.is_dir():
-        raise RunError(f"{root}: no such BLiMP data directory")
-    files = sorted(root.glob("*.jsonl"))
-    if not files:
-        raise RunError(f"{root}: no *.jsonl files (expected one BLiMP paradigm per file)")
     pairs: list[Pair] = []
-    for path in files:
+    for path in data_files(root, "*.jsonl", "BLiMP"):
         taken = 0
-        try:
-            lines = path.read_bytes().decode("utf-8").split("\n")
-        except UnicodeDecodeError as err:
-            raise RunError(f"{path}: not UTF-8 text (byte {err.start})") from None
-        except OSError as err:
-            raise RunError(f"{path}: cannot read ({err.strerror or err})") from None
-        for number, line in enumerate(lines, 1):
+        for number, line in enumerate(text_lines(path), 1):
             if limit and taken >= limit:
                 break
             if not line.strip():
@@ -143,9 +152,9 @@ def pct(x: float) -> str:
     return f"{100 * x:6.2f}"
 
 
-def format_blimp(result: dict[str, Any], paradigms: bool = False) -> str:
+def format_blimp(result: dict[str, Any], paradigms: bool = False, title: str = "BLiMP") -> str:
     """The headline numbers and the phenomenon table (with ``paradigms``: every paradigm too)."""
-    lines = [f"BLiMP {result.get('data', '')}: {result['n_pairs']:,} pairs, {result['n_paradigms']} paradigms"
+    lines = [f"{title} {result.get('data', '')}: {result['n_pairs']:,} pairs, {result['n_paradigms']} paradigms"
              + (f" (first {result['limit']} per paradigm)" if result.get("limit") else ""),
              f"  accuracy (macro over paradigms, ties wrong) {pct(result['accuracy'])} %",
              f"  BabyLM-compatible (ties right)              {pct(result['accuracy_babylm'])} %",

@@ -16,10 +16,12 @@ from baby.config import ConfigError
 from baby.corpus import read_documents
 from baby.evaluate.blimp import evaluate_blimp, format_blimp, load_blimp
 from baby.evaluate.perplexity import evaluate_perplexity, format_perplexity
+from baby.evaluate.zorro import load_zorro
 from baby.plans import FINETUNED, Run
 from baby.runs import RunError, RunStore
 
-TASKS = ("blimp", "perplexity")
+TASKS = ("blimp", "zorro", "perplexity")
+PAIR_TASKS = {"blimp": (load_blimp, "BLiMP *.jsonl"), "zorro": (load_zorro, "Zorro *.txt")}
 Log = Callable[[str], None]
 
 
@@ -35,9 +37,10 @@ def result_key(task: str, dataset: str, checkpoint: str, finetuned: bool, limit:
 def evaluate(guid: str, task: str, data: str | None = None, inputs: list[str] | None = None,
              checkpoint: str = "", root: str | Path = ".", finetuned: bool = False, batch_size: int = 64,
              limit: int = 0, log: Log = print, stride: int = 0) -> dict[str, Any]:
-    """Evaluate run ``guid`` on ``task`` ("blimp" with ``data`` = a folder of BLiMP *.jsonl files, or
-    "perplexity" with ``inputs`` = text files / folders / .gz); returns the result and adds it to
-    outputs/eval_<guid>.json. ``limit`` keeps the first N pairs of each BLiMP paradigm; ``stride``
+    """Evaluate run ``guid`` on ``task`` ("blimp" with ``data`` = a folder of BLiMP *.jsonl files,
+    "zorro" with ``data`` = a folder of Zorro *.txt files, or "perplexity" with ``inputs`` = text
+    files / folders / .gz); returns the result and adds it to outputs/eval_<guid>.json. ``limit``
+    keeps the first N pairs of each BLiMP/Zorro paradigm; ``stride``
     is perplexity's window step (0: n_ctx, non-overlapping windows)."""
     # Everything the user can get wrong is checked before the (slow) model load.
     if task not in TASKS:
@@ -50,18 +53,19 @@ def evaluate(guid: str, task: str, data: str | None = None, inputs: list[str] | 
         raise ConfigError(f"--stride={stride}: must be >= 0 (0: n_ctx)")
     store = RunStore(root)
     run = Run(store, guid, FINETUNED if finetuned else "")
-    if task == "blimp":
+    if task in PAIR_TASKS:
+        load, files = PAIR_TASKS[task]
         if not data:
-            raise ConfigError("--task blimp needs --data DIR (a folder of BLiMP *.jsonl files)")
+            raise ConfigError(f"--task {task} needs --data DIR (a folder of {files} files)")
         if inputs:
-            raise ConfigError("--task blimp reads --data DIR, not --input")
-        pairs = load_blimp(data, limit)
+            raise ConfigError(f"--task {task} reads --data DIR, not --input")
+        pairs = load(data, limit)
         dataset = Path(data).resolve().name
     else:
         if not inputs:
             raise ConfigError("--task perplexity needs --input FILE... (text files, folders or .gz)")
         if data or limit:
-            raise ConfigError("--task perplexity reads --input FILE...; --data and --limit are for blimp")
+            raise ConfigError("--task perplexity reads --input FILE...; --data and --limit are for blimp and zorro")
         docs = read_documents(inputs)
         dataset = Path(inputs[0]).name + (f"+{len(inputs) - 1}" if len(inputs) > 1 else "")
     if stride > run.cfg.n_ctx:
@@ -75,7 +79,7 @@ def evaluate(guid: str, task: str, data: str | None = None, inputs: list[str] | 
     head = {"task": task, "guid": guid, "checkpoint": checkpoint or None, "finetuned": finetuned,
             "n_params": model.n_params(), "tokenizer": run.tokenizer.kind, "n_vocab": run.tokenizer.n_vocab,
             "device": backend.device_name, "batch_size": batch_size}
-    if task == "blimp":
+    if task in PAIR_TASKS:
         result = {**head, "data": str(data), "limit": limit,
                   **evaluate_blimp(model, run.tokenizer, pairs, batch_size, log=log)}
     else:
@@ -97,8 +101,8 @@ def evaluate(guid: str, task: str, data: str | None = None, inputs: list[str] | 
 
 def format_table(result: dict[str, Any]) -> str:
     """A short human-readable table of one evaluation result."""
-    if result.get("task") == "blimp":
-        return format_blimp(result)
+    if result.get("task") in PAIR_TASKS:
+        return format_blimp(result, title="Zorro" if result["task"] == "zorro" else "BLiMP")
     if result.get("task") == "perplexity":
         return format_perplexity(result)
     raise ValueError(f"unknown task {result.get('task')!r}")

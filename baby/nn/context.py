@@ -18,6 +18,7 @@ class Context:
     rng: Any = None
     state: dict[Any, Any] | None = None
     shared: dict[str, Any] = field(default_factory=dict)
+    grad_scale: Any = 1.0  # fp16 loss scale: a module adding its own loss term scales that gradient too
 
     @property
     def decoding(self) -> bool:

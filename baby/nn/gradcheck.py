@@ -3,6 +3,8 @@
 For a scalar loss L = <f(x), w> (+ the module's auxiliary loss) with a fixed random w, the analytic
 gradient of every tensor (input and each parameter) is compared against central differences along a
 random direction d:  <grad, d>  vs  (L(t + eps d) - L(t - eps d)) / (2 eps). Run in float64.
+Every comparison is written ``not (err <= tol)`` so that NaN and inf fail it, and the analytic gradient
+must be finite everywhere (a NaN at one entry can hide from a random direction only by luck).
 """
 from __future__ import annotations
 
@@ -23,6 +25,9 @@ def directional_check(name: str, value: Any, grad: Any, loss_at: Callable[[], fl
                       atol: float = 1e-8, directions: int = 2) -> None:
     """Perturb ``value`` in place along random directions; restore it afterwards."""
     xp = backend.xp
+    if not bool(xp.isfinite(grad).all()):
+        bad = int((~xp.isfinite(grad)).sum())
+        raise GradientMismatch(f"{name}: {bad} of {grad.size} analytic gradient entries are not finite")
     for _ in range(directions):
         d = xp.asarray(rng.standard_normal(value.shape))
         analytic = float((grad * d).sum())
@@ -33,7 +38,7 @@ def directional_check(name: str, value: Any, grad: Any, loss_at: Callable[[], fl
         minus = loss_at()
         value[...] = original
         numeric = (plus - minus) / (2 * eps)
-        if abs(analytic - numeric) > atol + rtol * max(abs(analytic), abs(numeric)):
+        if not abs(analytic - numeric) <= atol + rtol * max(abs(analytic), abs(numeric)):  # NaN fails
             raise GradientMismatch(f"{name}: analytic {analytic:.10g} vs numeric {numeric:.10g}")
 
 

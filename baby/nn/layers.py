@@ -33,7 +33,7 @@ def residual_std(cfg: Any) -> float:
 def matmul2d(x: Any, w: Any) -> Any:
     """x (..., in) @ w (in, out) as a single 2-D GEMM over all leading positions."""
     lead = x.shape[:-1]
-    return (x.reshape(-1, x.shape[-1]) @ w).reshape(*lead, w.shape[-1])
+    return backend.matmul(x.reshape(-1, x.shape[-1]), w).reshape(*lead, w.shape[-1])
 
 
 class Linear(Module):
@@ -56,7 +56,7 @@ class Linear(Module):
     def backward(self, dy: Any) -> Any:
         x2 = self.x.reshape(-1, self.x.shape[-1])
         dy2 = dy.reshape(-1, dy.shape[-1])
-        self.weight.grad += x2.T @ dy2
+        self.weight.grad += backend.matmul(x2.T, dy2)
         if self.bias is not None:
             self.bias.grad += dy2.sum(axis=0)
         self.x = None
@@ -90,12 +90,14 @@ class LayerNorm(Module):
 
     def forward(self, x: Any) -> Any:
         xp = backend.xp
+        dtype, x = x.dtype, x.astype(backend.accumulator(x.dtype), copy=False)  # statistics in >= fp32
         xhat = x - x.mean(axis=-1, keepdims=True)
         var = xp.einsum("...i,...i->...", xhat, xhat)[..., None]  # no squared temporary
         var *= 1.0 / x.shape[-1]
         var += self.eps
         rstd = 1.0 / xp.sqrt(var)
         xhat *= rstd
+        xhat = xhat.astype(dtype, copy=False)
         self.cache = xhat, rstd
         y = xhat * self.gain.data
         y += self.bias.data
@@ -110,12 +112,13 @@ class LayerNorm(Module):
         g = dy * self.gain.data
         n = dy.shape[-1]
         # dx = rstd * (g - mean(g) - xhat * mean(g * xhat))
-        proj = backend.xp.einsum("...i,...i->...", g, xhat)[..., None]
+        acc = backend.accumulator(g.dtype)
+        proj = backend.xp.einsum("...i,...i->...", g, xhat, dtype=acc)[..., None]
         proj *= 1.0 / n
-        dx = g - g.mean(axis=-1, keepdims=True)
+        dx = g - g.mean(axis=-1, keepdims=True, dtype=acc)
         dx -= xhat * proj
         dx *= rstd
-        return dx
+        return dx.astype(dy.dtype, copy=False)
 
 
 class RMSNorm(Module):
@@ -127,8 +130,9 @@ class RMSNorm(Module):
         self.cache: Any = None
 
     def forward(self, x: Any) -> Any:
-        r = 1.0 / backend.xp.sqrt((x * x).mean(axis=-1, keepdims=True) + self.eps)
-        xhat = x * r
+        x32 = x.astype(backend.accumulator(x.dtype), copy=False)  # squares overflow fp16 above 256
+        r = 1.0 / backend.xp.sqrt((x32 * x32).mean(axis=-1, keepdims=True) + self.eps)
+        xhat = (x32 * r).astype(x.dtype, copy=False)
         self.cache = xhat, r
         return xhat * self.gain.data
 
@@ -137,7 +141,8 @@ class RMSNorm(Module):
         self.cache = None
         self.gain.grad += (dy * xhat).sum(axis=tuple(range(dy.ndim - 1)))
         g = dy * self.gain.data
-        return r * (g - xhat * (g * xhat).mean(axis=-1, keepdims=True))
+        dx = r * (g - xhat * (g * xhat).mean(axis=-1, keepdims=True, dtype=r.dtype))
+        return dx.astype(dy.dtype, copy=False)
 
 
 # Norms are registered so that c_norm picks one; they take the width as their only argument.
@@ -174,6 +179,9 @@ def gelu(x: Any) -> tuple[Any, Any]:
     """tanh-approximated GELU; returns (y, tanh term) for gelu_backward. In-place steps: this and its
     backward are memory-bound, and every temporary is a pass over the (B*T, hidden) activations."""
     xp = backend.xp
+    if x.dtype == xp.float16:  # x^3 overflows fp16 beyond |x| ~ 40 (and inf * 0 is NaN in backward)
+        y, t = gelu(x.astype(xp.float32))
+        return y.astype(xp.float16), t.astype(xp.float16)
     t = x * x
     t *= 0.044715
     t += 1.0
@@ -188,6 +196,9 @@ def gelu(x: Any) -> tuple[Any, Any]:
 
 def gelu_backward(x: Any, t: Any, dy: Any) -> Any:
     """dy * [0.5 (1 + t) + 0.5 x (1 - t^2) c (1 + 3 a x^2)] with t = tanh(c (x + a x^3))."""
+    if x.dtype == backend.xp.float16:
+        f32 = backend.xp.float32
+        return gelu_backward(x.astype(f32), t.astype(f32), dy.astype(f32)).astype(dy.dtype)
     d = x * x
     d *= 3 * 0.044715 * GELU_C
     d += GELU_C
@@ -220,7 +231,7 @@ def softmax_(x: Any, axis: int = -1) -> Any:
     xp = backend.xp
     x -= x.max(axis=axis, keepdims=True)
     xp.exp(x, out=x)
-    x /= x.sum(axis=axis, keepdims=True)
+    x /= x.sum(axis=axis, keepdims=True, dtype=backend.accumulator(x.dtype))
     return x
 
 
@@ -230,7 +241,7 @@ def softmax(x: Any, axis: int = -1) -> Any:
 
 def softmax_backward_(p: Any, dp: Any, axis: int = -1) -> Any:
     """In place: dp becomes the gradient through p = softmax(s), p * (dp - <dp, p>)."""
-    dp -= (dp * p).sum(axis=axis, keepdims=True)
+    dp -= (dp * p).sum(axis=axis, keepdims=True, dtype=backend.accumulator(dp.dtype))
     dp *= p
     return dp
 
@@ -239,18 +250,26 @@ def softmax_backward(p: Any, dp: Any, axis: int = -1) -> Any:
     return softmax_backward_(p, dp.copy(), axis)
 
 
-def cross_entropy(logits: Any, targets: Any, ignore: int = -1) -> tuple[Any, Any]:
+def cross_entropy(logits: Any, targets: Any, ignore: int = -1, grad_scale: Any = 1.0) -> tuple[Any, Any]:
     """Mean token cross-entropy and its gradient w.r.t. logits, in one pass.
 
-    Targets equal to ``ignore`` contribute nothing (padding, unlabelled MQAR positions).
-    Returns (loss as a 0-d device array, dlogits). The loss is summed in float64 on purpose.
+    Targets equal to ``ignore`` contribute nothing (padding, unlabelled MQAR positions). The gradient
+    is multiplied by ``grad_scale`` (the loss scale of fp16 training) before it is rounded to the
+    logits' dtype: softmax(z)/N for N = 4096 positions lies below fp16's smallest number, so an
+    unscaled fp16 gradient would be mostly zeros. fp16 logits are processed in fp32.
+    Returns (loss as a 0-d device array, summed in float64, dlogits); nothing is read on the host.
+
+        L = (1/N) sum_n [log sum_v exp z_nv - z_n,y_n],   dL/dz_nv = (softmax(z_n)_v - [v = y_n]) / N
     """
     xp = backend.xp
+    dtype = logits.dtype
     flat = logits.reshape(-1, logits.shape[-1])
+    if dtype == xp.float16:
+        flat = flat.astype(xp.float32)
     t = targets.reshape(-1)
     rows = xp.arange(t.shape[0])
     valid = t != ignore
-    count = max(int(valid.sum()), 1)
+    count = xp.maximum(valid.sum(), 1)  # a device scalar: no host sync
     safe_t = xp.where(valid, t, 0)
     # one (N, V) buffer, updated in place: the logits of a large vocabulary are the biggest array
     e = flat - flat.max(axis=-1, keepdims=True)
@@ -258,9 +277,10 @@ def cross_entropy(logits: Any, targets: Any, ignore: int = -1) -> tuple[Any, Any
     xp.exp(e, out=e)
     total = e.sum(axis=-1)
     loss = ((xp.log(total) - picked) * valid).sum(dtype=xp.float64) / count
-    e *= ((valid / count) / total).astype(e.dtype)[:, None]  # softmax, scaled per row
-    e[rows, safe_t] -= (valid / count).astype(e.dtype)
-    return loss, e.reshape(logits.shape)
+    weight = valid * (grad_scale / count)
+    e *= (weight / total).astype(e.dtype)[:, None]  # softmax, scaled per row
+    e[rows, safe_t] -= weight.astype(e.dtype)
+    return loss, e.astype(dtype, copy=False).reshape(logits.shape)
 
 
 def log_softmax(logits: Any) -> Any:

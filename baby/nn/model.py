@@ -77,14 +77,14 @@ class GPT(Module):
     # ---- forward / backward ----------------------------------------------------------------------
 
     def context(self, ids: Any, start: int = 0, valid: Any = None, rng: Any = None,
-                state: dict | None = None) -> Context:
+                state: dict | None = None, grad_scale: Any = 1.0) -> Context:
         xp = backend.xp
         b, t = ids.shape
         if valid is not None:  # left padding: positions count real tokens only
             positions = xp.maximum(xp.cumsum(valid, axis=1) - 1, 0)
         else:
             positions = xp.broadcast_to(xp.arange(start, start + t)[None, :], (b, t))
-        return Context(ids=ids, positions=positions, valid=valid, rng=rng, state=state)
+        return Context(ids=ids, positions=positions, valid=valid, rng=rng, state=state, grad_scale=grad_scale)
 
     def forward(self, ids: Any, ctx: Context | None = None) -> Any:
         """Logits (B, T, V) for token ids (B, T)."""
@@ -108,7 +108,7 @@ class GPT(Module):
             dh = self.head.backward(dlogits)
         else:
             w = self.tok.weight
-            w.grad += dlogits.reshape(-1, dlogits.shape[-1]).T @ h.reshape(-1, h.shape[-1])
+            w.grad += backend.matmul(dlogits.reshape(-1, dlogits.shape[-1]).T, h.reshape(-1, h.shape[-1]))
             dh = matmul2d(dlogits, w.data)
         dx = self.norm.backward(dh)
         for block in reversed(self.blocks):
@@ -120,7 +120,7 @@ class GPT(Module):
 
     def extra_loss(self) -> float:
         """Auxiliary losses of the last forward (MoE load balancing), already part of the gradient."""
-        return float(sum(m.extra_loss() for m in self.modules() if m is not self))
+        return sum(m.extra_loss() for m in self.modules() if m is not self)  # on the device: no sync
 
     # ---- sizes -------------------------------------------------------------------------------------
 

@@ -32,13 +32,15 @@ class AttentionFree(PrefixMeanMixer):
 
     def key_weights(self, k: Any, ctx: Context) -> Any:
         xp = backend.xp
-        capped = xp.tanh(k / KEY_CAP)
+        # in >= fp32: the weights reach exp(20) = 5e8, and fp16 ends at 65504 (keys near 11-13)
+        capped = xp.tanh(k.astype(backend.accumulator(k.dtype)) / KEY_CAP)
         w = xp.exp(KEY_CAP * capped)
         if not ctx.decoding:
-            self.weight_cache = capped, w
+            self.weight_cache = capped, w, k.dtype
         return w
 
     def key_weights_backward(self, dw: Any) -> Any:
-        capped, w = self.weight_cache
+        capped, w, dtype = self.weight_cache
         self.weight_cache = None
-        return dw * w * (1.0 - capped * capped)
+        # w = exp(CAP tanh(k / CAP)):  dk = dw * w * (1 - tanh^2), back in the keys' dtype
+        return (dw * w * (1.0 - capped * capped)).astype(dtype, copy=False)

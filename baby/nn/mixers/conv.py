@@ -48,6 +48,8 @@ def conv_groups(cfg: Any) -> int:
             1, 1 << 16),
     Setting("n_conv_taps", int, 3, "conv: taps per kernel (k)", 1, 64),
     Setting("s_conv_dilations", str, "1,2,4", "conv: dilations applied in turn, positive integers joined by ','"),
+    Setting("c_conv_static", bool, False, "conv: static kernels, learned per group and tap but not predicted "
+            "from the token (an ablation of the dynamic conv)"),
 ))
 class DynamicConv(Mixer):
     @classmethod
@@ -61,8 +63,12 @@ class DynamicConv(Mixer):
         width = cfg.n_emb
         self.groups, self.taps = conv_groups(cfg), cfg.n_conv_taps
         self.dilations = parse_dilations(cfg.s_conv_dilations)
-        # kernel logits keep their bias whatever c_bias says (the original's "Linear with bias")
+        # kernel logits keep their bias whatever c_bias says (the original's "Linear with bias");
+        # static kernels are that bias alone: one learned kernel per group and tap, at every position
+        self.static = cfg.c_conv_static
         self.kernels = [Linear(rng, width, self.groups * self.taps, bias=True) for _ in self.dilations]
+        if self.static:
+            self.kernels = [linear.bias for linear in self.kernels]
         self.gates = [Linear(rng, width, width, bias=cfg.c_bias) for _ in self.dilations]
         self.proj = Linear(rng, width, width, bias=cfg.c_bias, std=residual_std(cfg))
         self.cache: Any = None
@@ -90,7 +96,8 @@ class DynamicConv(Mixer):
     def level_forward(self, i: int, cur: Any, padded: Any, dilation: int) -> tuple[Any, tuple]:
         b, t, c = cur.shape
         g, k = self.groups, self.taps
-        w = softmax(self.kernels[i](cur).reshape(b, t, g, k), axis=-1)
+        logits = self.kernels[i].data if self.static else self.kernels[i](cur)
+        w = softmax(backend.xp.broadcast_to(logits, (b, t, g * k)).reshape(b, t, g, k), axis=-1)
         reach = padded.shape[1] - t
         out = backend.xp.zeros((b, t, g, c // g), dtype=cur.dtype)
         for j, off in enumerate(self.offsets(dilation)):  # k taps: a small fixed loop
@@ -122,6 +129,9 @@ class DynamicConv(Mixer):
             dw[..., j] = (dout * padded[:, window].reshape(b, t, g, c // g)).sum(axis=-1)
             dpadded[:, window] += (w[..., j, None] * dout).reshape(b, t, c)
         dlogits = softmax_backward(w, dw, axis=-1).reshape(b, t, g * k)
+        if self.static:  # one logit vector shared by every position: its gradient is their sum
+            self.kernels[i].grad += dlogits.sum(axis=(0, 1))
+            return dnext + dpadded[:, reach:]
         # cur feeds the identity path, the taps (through padded) and the kernel logits
         return dnext + dpadded[:, reach:] + self.kernels[i].backward(dlogits)
 

@@ -35,6 +35,8 @@ INDEX_KEY = "induction_index"  # ctx.once key and the decoding state shared by a
 @register("mixer", "induction", settings=(
     Setting("n_induction_m", int, 5, "induction: earlier occurrences of the token scored per position (M)", 1, 64),
     Setting("n_induction_heads", int, 4, "induction: heads; must divide n_emb", 1, 1024),
+    Setting("c_induction_sink", bool, True, "induction: a learned sink key/value lets a position abstain "
+            "(false, an ablation: a position without an earlier occurrence outputs 0)"),
 ))
 class Induction(Mixer):
     @classmethod
@@ -51,8 +53,11 @@ class Induction(Mixer):
         self.qkv = Linear(rng, width, 3 * width, bias=cfg.c_bias)  # W_q, W_k, W_v side by side
         self.proj = Linear(rng, width, width, bias=cfg.c_bias, std=residual_std(cfg))
         # The sink: one key and one value per head (biases rather than matrices: no weight decay).
-        self.sink_key = param(rng.normal(0.0, 0.02, (heads, self.head_dim)))
-        self.sink_value = param(rng.normal(0.0, 0.02, (heads, self.head_dim)))
+        self.sink = cfg.c_induction_sink
+        sink_key = rng.normal(0.0, 0.02, (heads, self.head_dim))
+        sink_value = rng.normal(0.0, 0.02, (heads, self.head_dim))  # drawn either way: same init otherwise
+        self.sink_key = param(sink_key) if self.sink else None
+        self.sink_value = param(sink_value) if self.sink else None
         self.cache: Any = None
 
     def index(self, ctx: Context) -> tuple[Any, Any]:
@@ -83,16 +88,22 @@ class Induction(Mixer):
             key_rows = xp.where(mask, key_rows, b * n_keys)
             value_rows = xp.where(mask, value_rows, b * n_keys)
 
-        scores = xp.empty((b, t, m + 1, h), dtype=x.dtype)  # entry m is the sink
+        slots = m + 1 if self.sink else m
+        scores = xp.empty((b, t, slots, h), dtype=x.dtype)  # entry m is the sink
         # (einsum contracts the small head axis without a (B, T, M, H, D) temporary: ~4x faster)
         scores[:, :, :m] = xp.einsum("bthd,btmhd->btmh", q, kc)
-        scores[:, :, m] = xp.einsum("bthd,hd->bth", q, self.sink_key.data)
+        if self.sink:
+            scores[:, :, m] = xp.einsum("bthd,hd->bth", q, self.sink_key.data)
         scores *= self.scale
-        usable = xp.ones((b, t, m + 1, 1), dtype=bool)  # the sink is always usable
+        usable = xp.ones((b, t, slots, 1), dtype=bool)  # the sink is always usable
         usable[:, :, :m, 0] = mask
         p = masked_softmax_(scores, usable, axis=2)
+        if not self.sink:  # no candidate and no sink: nothing to copy, the position outputs 0
+            p *= mask.any(axis=2)[:, :, None, None]
 
-        y = xp.einsum("btmh,btmhd->bthd", p[:, :, :m], vc) + p[:, :, m, :, None] * self.sink_value.data
+        y = xp.einsum("btmh,btmhd->bthd", p[:, :, :m], vc)
+        if self.sink:
+            y += p[:, :, m, :, None] * self.sink_value.data
         if not ctx.decoding:
             self.cache = q, kc, vc, p, key_rows, value_rows, n_keys
         return self.proj(y.reshape(b, t, c))
@@ -104,17 +115,23 @@ class Induction(Mixer):
         b, t, m, h, d = kc.shape
         dy = self.proj.backward(dout).reshape(b, t, h, d)
 
+        # y = sum_j p_j v_j (+ p_sink sink_value): dp_j = <v_j, dy>, dv_j = p_j dy
         dp = xp.empty_like(p)
         dp[:, :, :m] = xp.einsum("btmhd,bthd->btmh", vc, dy)
-        dp[:, :, m] = xp.einsum("bthd,hd->bth", dy, self.sink_value.data)
         dvc = p[:, :, :m, :, None] * dy[:, :, None]
-        self.sink_value.grad += xp.einsum("bth,bthd->hd", p[:, :, m], dy)
+        if self.sink:
+            dp[:, :, m] = xp.einsum("bthd,hd->bth", dy, self.sink_value.data)
+            self.sink_value.grad += xp.einsum("bth,bthd->hd", p[:, :, m], dy)
 
-        ds = softmax_backward(p, dp, axis=2)  # blocked candidates have p = 0, hence ds = 0
+        # p = softmax(s): ds = p * (dp - sum_j p_j dp_j); blocked candidates (and abstaining rows
+        # without a sink) have p = 0, hence ds = 0. s_j = q . k_j * scale.
+        ds = softmax_backward(p, dp, axis=2)
         ds *= self.scale
-        dq = xp.einsum("btmh,btmhd->bthd", ds[:, :, :m], kc) + ds[:, :, m, :, None] * self.sink_key.data
+        dq = xp.einsum("btmh,btmhd->bthd", ds[:, :, :m], kc)
         dkc = ds[:, :, :m, :, None] * q[:, :, None]
-        self.sink_key.grad += xp.einsum("bth,bthd->hd", ds[:, :, m], q)
+        if self.sink:
+            dq += ds[:, :, m, :, None] * self.sink_key.data
+            self.sink_key.grad += xp.einsum("bth,bthd->hd", ds[:, :, m], q)
 
         # Backward of the gathers: each candidate's gradient is added back onto the row it was read from.
         dk = scatter_rows(b * n_keys, key_rows, dkc)

@@ -89,20 +89,20 @@ def masked_softmax_(s: Any, mask: Any, axis: int = -1) -> Any:
 def attend(q: Any, k: Any, v: Any, bias: Any, scale: float) -> tuple[Any, Any]:
     """softmax(q k^T * scale + bias) v for (..., Tq, D) queries; returns (output, probabilities).
     Leading axes broadcast, so (B, K, G, T, D) queries can share (B, K, 1, T, D) keys (gqa)."""
-    s = q @ k.swapaxes(-1, -2)
+    s = backend.matmul(q, k.swapaxes(-1, -2))
     s *= scale
     s += bias
     p = softmax_(s)
-    return p @ v, p
+    return backend.matmul(p, v), p
 
 
 def attend_backward(dy: Any, q: Any, k: Any, v: Any, p: Any, scale: float) -> tuple[Any, Any, Any]:
     """Gradients of ``attend`` w.r.t. q, k, v, shaped like the broadcast product (a caller that
     broadcast keys over an axis sums their gradients over it)."""
-    dv = p.swapaxes(-1, -2) @ dy
-    ds = softmax_backward_(p, dy @ v.swapaxes(-1, -2))
+    dv = backend.matmul(p.swapaxes(-1, -2), dy)
+    ds = softmax_backward_(p, backend.matmul(dy, v.swapaxes(-1, -2)))
     ds *= scale
-    return ds @ k, ds.swapaxes(-1, -2) @ q, dv
+    return backend.matmul(ds, k), backend.matmul(ds.swapaxes(-1, -2), q), dv
 
 
 # ---- rotary positions -------------------------------------------------------------------------------
@@ -177,8 +177,9 @@ def prefix_mean(w: Any, v: Any, eps: float, state: dict[str, Any] | None) -> tup
 
     The sums are accumulated in at least float32 (fp16 would overflow and lose the small terms).
     With ``state`` (decoding) the running sums of earlier calls are added and the new totals kept:
-    two (B, C) arrays, whatever the length so far. Returns (y, the safe denominator for backward);
-    where nothing has any weight yet (only padding so far, eps = 0) y is 0."""
+    two (B, C) arrays, whatever the length so far. Returns (y in v's dtype, the safe denominator for
+    backward); where nothing has any weight yet (only padding so far, eps = 0) y is 0. ``w`` may be
+    wider than ``v`` (aft's weights reach 5e8: fp32 even when the activations are fp16)."""
     xp = backend.xp
     acc = numpy.promote_types(w.dtype, numpy.float32)
     num = xp.cumsum(w * v, axis=1, dtype=acc)
@@ -189,7 +190,7 @@ def prefix_mean(w: Any, v: Any, eps: float, state: dict[str, Any] | None) -> tup
             den += state["den"][:, None]
         state["num"], state["den"] = num[:, -1], den[:, -1]
     den = den + eps if eps else xp.where(den > 0, den, 1.0)
-    return (num / den).astype(w.dtype), den
+    return (num / den).astype(v.dtype), den
 
 
 def prefix_mean_backward(dy: Any, w: Any, v: Any, y: Any, den: Any) -> tuple[Any, Any]:
@@ -199,7 +200,7 @@ def prefix_mean_backward(dy: Any, w: Any, v: Any, y: Any, den: Any) -> tuple[Any
     dnum = dy / den
     r = suffix_sum(dnum)
     q = suffix_sum(-dnum * y)
-    return (v * r + q).astype(w.dtype), (w * r).astype(w.dtype)
+    return (v * r + q).astype(w.dtype), (w * r).astype(v.dtype)
 
 
 # ---- the per-head gate of moh and swh ---------------------------------------------------------------

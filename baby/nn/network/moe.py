@@ -112,6 +112,7 @@ class MixtureOfExperts(Network):
         self.aux, balance_grad = 0.0, None
         if self.training and not ctx.decoding and self.balance > 0:
             self.aux, balance_grad = self._balance(probs, chosen, ctx.valid)
+            balance_grad = balance_grad * ctx.grad_scale  # scaled like the loss's own gradient (fp16)
         if not ctx.decoding:
             self.cache = (x.shape, probs, chosen, gates, order, bounds, xs, parts, slot_out, balance_grad)
         return y.reshape(b, t, c)
@@ -161,7 +162,7 @@ class MixtureOfExperts(Network):
         return dx + dslot.reshape(b, t, k, c).sum(axis=2)
 
     def extra_loss(self) -> float:
-        return float(self.aux)
+        return self.aux  # a device scalar: read on the host only at the log cadence
 
     def mixing_flops(self, n_ctx: int) -> float:
         # The model counts 2-D weight matrices only (here: the router); the experts' 3-D weights are
