@@ -28,62 +28,101 @@ def overrides(pairs: list[str] | None) -> dict[str, Any]:
     return dict(parse_override(p) for p in pairs or [])
 
 
+class Help(argparse.HelpFormatter):
+    """Every option's help ends with its default (or says it is required): argparse's
+    ArgumentDefaultsHelpFormatter, without its "(default: None)" and "(default: False)"."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "%(default)" in text or "(default" in text or not action.option_strings or action.default == argparse.SUPPRESS:
+            return text
+        if action.required:
+            return f"{text} (required)"
+        if isinstance(action, argparse._StoreTrueAction):  # noqa: SLF001 - argparse has no public name for it
+            return f"{text} (default: off)"
+        if action.default is None or action.default == "":
+            return f"{text} (default: none)"
+        return f"{text} (default: %(default)s)"
+
+
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="python -m baby", description="The Little Baby: tiny GPTs in NumPy/CuPy")
+    from baby import __version__  # noqa: PLC0415
+
+    top = argparse.ArgumentParser(prog="python -m baby", description="The Little Baby: tiny GPTs in NumPy/CuPy",
+                                  formatter_class=Help)
+    top.add_argument("--version", action="version", version=f"baby {__version__}")
     sub = top.add_subparsers(dest="plan", required=True)
 
     def add(name: str, help_: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_, description=help_)
+        p = sub.add_parser(name, help=help_, description=help_, formatter_class=Help)
         p.add_argument("--root", default=".", help="folder holding configs/ models/ tokenizers/ outputs/")
         return p
 
     p = add("train", "train a new model (or --resume an interrupted run)")
     p.add_argument("--config", help="settings JSON, e.g. configs/cpu.json")
     p.add_argument("--input", nargs="+", help=f"text files, directories or .gz files (default {plans.DEFAULT_INPUT})")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting (repeatable)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting (repeatable); "
+                   "python -m baby settings lists them")
     p.add_argument("--resume", metavar="GUID", help="continue this run from its last checkpoint; with --set "
                    f"only {', '.join(plans.RESUME_SETTINGS)} may change (e.g. a lower r_learn after a "
                    "divergence, n_steps to extend a finished run)")
 
     p = add("finetune", "train a run further on new text (writes _finetuned files)")
-    p.add_argument("--guid", required=True)
-    p.add_argument("--input", nargs="+", required=True)
+    p.add_argument("--guid", required=True, help="the run to train further")
+    p.add_argument("--input", nargs="+", required=True, help="the new text: files, directories or .gz files")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting (e.g. r_learn)")
 
     p = add("inference", "generate text from a run")
-    p.add_argument("--guid", required=True)
-    p.add_argument("--prompt", default="")
-    p.add_argument("--max-tokens", type=int, default=200)
-    p.add_argument("--temperature", type=float, default=0.8, help="0 is greedy")
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--guid", required=True, help="the run to generate from")
+    p.add_argument("--prompt", default="", help="text to continue (empty: start from <bos>)")
+    p.add_argument("--max-tokens", type=int, default=200, help="tokens to generate at most (<eos> ends earlier)")
+    p.add_argument("--temperature", type=float, default=0.8, help="sampling temperature; 0 is greedy")
+    p.add_argument("--top-k", type=int, default=0, help="sample from the k most likely tokens (0: all)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1: off)")
+    p.add_argument("--seed", type=int, default=None, help="sampling seed (none: the run's seed); sample i uses seed + i")
+    p.add_argument("--num-samples", type=int, default=1, help="completions to generate, each saved to its own file")
     p.add_argument("--no-cache", action="store_true", help="recompute the whole window for every token")
     p.add_argument("--finetuned", action="store_true", help="use the _finetuned model")
     p.add_argument("--checkpoint", default="", help="a learning-curve checkpoint, e.g. 1M")
 
     p = add("eval", "score a run: BLiMP or Zorro minimal pairs, or held-out perplexity")
-    p.add_argument("--guid", required=True)
-    p.add_argument("--task", required=True, choices=("blimp", "zorro", "perplexity"))
+    p.add_argument("--guid", required=True, help="the run to score")
+    p.add_argument("--task", required=True, choices=("blimp", "zorro", "perplexity"), help="what to measure")
     p.add_argument("--data", help="blimp: folder of BLiMP *.jsonl files (e.g. ../shared/data/blimp_filtered_babylm); "
                    "zorro: folder of Zorro *.txt files (e.g. ../shared/data/zorro)")
     p.add_argument("--input", nargs="+", help="perplexity: held-out text files, directories or .gz files")
     p.add_argument("--checkpoint", default="", help="a learning-curve checkpoint, e.g. 1M")
-    p.add_argument("--finetuned", action="store_true")
+    p.add_argument("--finetuned", action="store_true", help="score the _finetuned model")
     p.add_argument("--limit", type=int, default=0, help="blimp, zorro: first N pairs of each paradigm (0: all)")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=64, help="sequences scored per forward pass")
     p.add_argument("--stride", type=int, default=0, help="perplexity: sliding-window stride (0: non-overlapping windows)")
 
     p = add("delete", "remove every file of a run")
-    p.add_argument("--guid", required=True)
+    p.add_argument("--guid", required=True, help="the run to remove")
 
-    p = add("info", "describe a run")
-    p.add_argument("--guid", required=True)
-    p.add_argument("--json", action="store_true")
+    p = add("info", "describe a run (--guid), a model file alone (--model) or a config before training (--config)")
+    p.add_argument("--guid", help="the run to describe")
+    p.add_argument("--model", help="a model or checkpoint file, described without its run")
+    p.add_argument("--config", help="a settings file: parameters, FLOPs, memory and time per step before training")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="with --config: override a setting (e.g. n_vocab=8000)")
+    p.add_argument("--no-probe", action="store_true", help="with --config: skip the few measured training steps")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
 
-    p = sub.add_parser("split", help="hold out the last part of every input file (for perplexity)")
-    p.add_argument("--input", nargs="+", required=True)
-    p.add_argument("--holdout", type=float, default=0.05, help="fraction of each file held out (default 0.05)")
+    p = add("runs", "one line per run: GUID, created, tokenizer, model, parameters, steps, state, results")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    p = add("export", "write a finished run as a Hugging Face directory (GPT2LMHeadModel or LlamaForCausalLM)")
+    p.add_argument("--guid", required=True, help="the run to export")
+    p.add_argument("--out", required=True, help="directory to write config.json, model.safetensors, tokenizer.json ... into")
+    p.add_argument("--checkpoint", default="", help="a learning-curve checkpoint, e.g. 1M (default: the final model)")
+    p.add_argument("--finetuned", action="store_true", help="export the _finetuned model")
+
+    p = add("import", "turn a Hugging Face GPT-2 or LLaMA directory into a new run")
+    p.add_argument("--from", dest="source", required=True, help="directory with config.json, model.safetensors, tokenizer.json")
+
+    p = sub.add_parser("split", help="hold out the last part of every input file (for perplexity)", formatter_class=Help)
+    p.add_argument("--input", nargs="+", required=True, help="text files, directories or .gz files")
+    p.add_argument("--holdout", type=float, default=0.05, help="fraction of each file held out")
     p.add_argument("--out", required=True, help="writes OUT/train/*.txt and OUT/heldout/*.txt")
 
     sub.add_parser("settings", help="print the table of every setting with its default and allowed values")
@@ -93,8 +132,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("args", nargs=argparse.REMAINDER)
 
     p = sub.add_parser("bench", help=f"benchmarks ({', '.join(BENCHES)}); see python -m baby bench NAME --help")
-    p.add_argument("name", choices=BENCHES)
-    p.add_argument("args", nargs=argparse.REMAINDER)
+    p.add_argument("name", choices=BENCHES, help="which benchmark")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="its own options")
     return top
 
 
@@ -118,6 +157,11 @@ def run(argv: list[str]) -> int:
     return dispatch(args)
 
 
+def stream_to_terminal(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
 def dispatch(args: argparse.Namespace) -> int:
     """Turn the parsed command line into one call through the table of plans."""
     common = {"root": args.root}
@@ -135,15 +179,24 @@ def dispatch(args: argparse.Namespace) -> int:
     elif args.plan == "inference":
         plans.run_plan("inference", guid=args.guid, prompt=args.prompt, max_tokens=args.max_tokens,
                        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
-                       use_cache=not args.no_cache, finetuned=args.finetuned, checkpoint=args.checkpoint, **common)
+                       use_cache=not args.no_cache, finetuned=args.finetuned, checkpoint=args.checkpoint,
+                       num_samples=args.num_samples, stream=stream_to_terminal, **common)
     elif args.plan == "eval":
         plans.run_plan("eval", guid=args.guid, task=args.task, data=args.data, inputs=args.input,
                        checkpoint=args.checkpoint, finetuned=args.finetuned, batch_size=args.batch_size,
                        limit=args.limit, stride=args.stride, **common)
+    elif args.plan == "runs":
+        plans.run_plan("runs", as_json=args.json, **common)
+    elif args.plan == "export":
+        plans.run_plan("export", guid=args.guid, out=args.out, checkpoint=args.checkpoint, finetuned=args.finetuned,
+                       log=plans.say, **common)
+    elif args.plan == "import":
+        plans.run_plan("import", source=args.source, log=plans.say, **common)
     elif args.plan == "delete":
         plans.run_plan("delete", guid=args.guid, **common)
     elif args.plan == "info":
-        plans.run_plan("info", guid=args.guid, as_json=args.json, **common)
+        plans.run_plan("info", guid=args.guid, model=args.model, config=args.config, overrides=overrides(args.set),
+                       probe=not args.no_probe, as_json=args.json, **common)
     return 0
 
 

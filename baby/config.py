@@ -171,6 +171,51 @@ def parse_word_counts(text: str) -> list[tuple[str, int]]:
     return sorted(out, key=lambda item: item[1])
 
 
+# The original project's key names (its generations of them) -> ours; keys it wrote that have no
+# meaning here are ignored, and said so.
+LEGACY_NAMES = {"s_head": "head_size", "s_batch": "batch_size", "dropout": "r_dropout", "lr": "r_learn",
+                "num_epochs": "n_epochs"}
+LEGACY_IGNORED = ("c_optimizer", "c_device_gpu_cuda", "runtime", "guid")
+
+
+def _number(s: Setting, value: str) -> Any:
+    """A setting the original wrote as a string ("16", "0", "1e-3", "true") in its own type."""
+    text = value.strip()
+    if s.type is bool and text.lower() in ("true", "false", "0", "1"):
+        return text.lower() in ("true", "1")
+    try:
+        number = float(text)
+    except ValueError:
+        raise ConfigError(f"{s.key}={value!r}: expected {s.type.__name__} ({s.doc})") from None
+    return int(number) if s.type is int and number.is_integer() else number
+
+
+def from_legacy(data: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """Settings in our names and types from a file of the original project (or ours, unchanged), and
+    the one notice line that lists what was renamed, read as numbers or ignored ("" when nothing)."""
+    settings = all_settings()
+    out: dict[str, Any] = {}
+    renamed, numbers, ignored = [], [], []
+    for key, value in data.items():
+        if key in LEGACY_IGNORED and key not in settings:
+            ignored.append(key)
+            continue
+        if key in LEGACY_NAMES and key not in settings:
+            if LEGACY_NAMES[key] in data:
+                raise ConfigError(f"{key} and {LEGACY_NAMES[key]} are both given (the same setting, old and new name)")
+            renamed.append(f"{key}->{LEGACY_NAMES[key]}")
+            key = LEGACY_NAMES[key]
+        s = settings.get(key)
+        if s is not None and s.type is not str and isinstance(value, str):
+            value = _number(s, value)
+            numbers.append(key)
+        out[key] = value
+    parts = [f"renamed {', '.join(renamed)}" if renamed else "", f"read as numbers {', '.join(numbers)}" if numbers else "",
+             f"ignored {', '.join(ignored)}" if ignored else ""]
+    notice = "; ".join(p for p in parts if p)
+    return out, f"settings of the original project: {notice}" if notice else ""
+
+
 class Config:
     """Validated settings with attribute access: ``cfg.n_emb``. Immutable after construction."""
 
@@ -190,6 +235,7 @@ class Config:
                 raise ConfigError(f"{source}: {err}") from None
         object.__setattr__(self, "_values", merged)
         object.__setattr__(self, "given", frozenset(values or {}))  # keys set explicitly, for notices
+        object.__setattr__(self, "legacy_notice", "")  # set by load() for a file of the original project
         try:
             self._check_relations()
         except ConfigError as err:
@@ -225,7 +271,7 @@ class Config:
 
     def notices(self) -> list[str]:
         """Settings given explicitly that the chosen tokenizer or variants ignore: said, never silent."""
-        v, out = self._values, []
+        v, out = self._values, [self.legacy_notice] if self.legacy_notice else []
         if "n_vocab" in self.given and v["c_tokenizer"] != "bpe" and v["n_vocab"]:
             out.append(f"n_vocab={v['n_vocab']} is ignored by c_tokenizer={v['c_tokenizer']!r} "
                        "(its vocabulary is what the text has)")
@@ -288,7 +334,13 @@ class Config:
             data = data["settings"]
             if not isinstance(data, dict):
                 raise ConfigError(f"{path}: 'settings' must be a JSON object of settings")
-        return cls({**data, **(overrides or {})}, source=str(path))
+        try:
+            data, notice = from_legacy(data)
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from None
+        cfg = cls({**data, **(overrides or {})}, source=str(path))
+        object.__setattr__(cfg, "legacy_notice", notice)
+        return cfg
 
 
 def parse_override(text: str) -> tuple[str, Any]:

@@ -5,10 +5,12 @@ import gzip
 import hashlib
 import zlib
 from pathlib import Path
+from typing import Callable
 
 import numpy
 
 from baby.tokenizers import Tokenizer
+from baby.tokenizers.bpe import split_blocks
 
 TEXT_SUFFIXES = {".txt", ".gz", ".train", ".dev", ".test"}  # not README.md and the like
 
@@ -69,13 +71,22 @@ def count_words(docs: list[str]) -> int:
     return sum(len(d.split()) for d in docs)
 
 
-def encode_documents(tokenizer: Tokenizer, docs: list[str]) -> tuple[numpy.ndarray, int]:
-    """One stream: <bos> doc <eos> <bos> doc <eos> ...; returns (tokens, number of <unk> tokens)."""
+def encode_documents(tokenizer: Tokenizer, docs: list[str],
+                     progress: Callable[[int, int], None] | None = None) -> tuple[numpy.ndarray, int]:
+    """One stream: <bos> doc <eos> <bos> doc <eos> ...; returns (tokens, number of <unk> tokens).
+    Documents are encoded in blocks cut where no token of any of our tokenizers can span (before a
+    line break after a non-space), so ``progress`` (characters done, total) can follow a large file."""
     parts, unknown = [], 0
+    total, done = sum(len(d) for d in docs), 0
     for d in docs:
-        ids = tokenizer.encode(d)
-        unknown += tokenizer.unknown_count
-        parts += [numpy.array([tokenizer.bos_id], numpy.int32), ids, numpy.array([tokenizer.eos_id], numpy.int32)]
+        parts.append(numpy.array([tokenizer.bos_id], numpy.int32))
+        for block in split_blocks(d):
+            parts.append(tokenizer.encode(block))
+            unknown += tokenizer.unknown_count
+            done += len(block)
+            if progress is not None:
+                progress(done, total)
+        parts.append(numpy.array([tokenizer.eos_id], numpy.int32))
     return numpy.concatenate(parts).astype(numpy.int32), unknown
 
 

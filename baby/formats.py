@@ -1,6 +1,8 @@
 """The file formats of models and checkpoints: the one place that writes and reads them.
 
-A model file is ``{"format": "baby-model/1", "n_vocab", "tensors": {name: tensor}}``; a checkpoint
+A model file is ``{"format": "baby-model/1", "n_vocab", "architecture", "tensors": {name: tensor}}``
+(``architecture``: what rebuilding the model needs without its run's config, see ``architecture``;
+files written before it existed load as well); a checkpoint
 is ``{"format": "baby-checkpoint/1", "model": <a model file>, "trainer": {...}}``. A tensor is
 ``{"dtype", "shape", "data": base64 of the raw little-endian bytes}``: lossless and fast. Everything
 read is checked before it is used (format version, fields, names, shapes, finiteness), and every
@@ -70,8 +72,51 @@ def _check_format(data: Any, expected: str, where: str) -> None:
 
 # ---- models -------------------------------------------------------------------------------------
 
+# How the weights are laid out, for a reader outside this package (an exporter, another framework).
+LAYOUTS = {
+    "linear": "weight (in, out): y = x @ W + b",
+    "qkv": "fused (n_emb, (n_heads + 2 n_kv_heads) head_dim): columns [q heads | k heads | v heads], "
+           "each head's head_dim channels contiguous; query head i uses key/value head i // (n_heads / n_kv_heads)",
+    "swi.up_gate": "fused (n_emb, 2 hidden): columns [up | gate], h = up * silu(gate)",
+    "rope": "rotate-half: channels (i, i + head_dim/2) rotate by position * base^(-2i/head_dim)",
+    "tied": "with tie, the head is tok.weight transposed (no head tensor)",
+}
+
+
+def architecture(cfg: Any) -> dict[str, Any]:
+    """Everything that fixes a model's computation, resolved (defaults and derived widths filled in,
+    variant names canonical): the model file carries it so that it can be rebuilt on its own."""
+    from baby.nn import core  # noqa: PLC0415 - formats is imported by the nn-free tools too
+    from baby.nn.layers import GELU_FORM  # noqa: PLC0415
+    from baby.nn.mixers.kit import ROPE_BASE  # noqa: PLC0415
+    from baby.nn.model import build_norm  # noqa: PLC0415
+
+    mixers = [core.lookup("mixer", m) for m in cfg.mixers]
+    network = core.lookup("network", cfg.c_network) if cfg.c_network else None
+    chosen = mixers + ([network] if network else [])
+    variant_settings = {s.key: getattr(cfg, s.key) for e in chosen for s in e.settings}
+    n_kv = cfg.n_heads
+    for e in mixers:
+        if hasattr(e.cls, "kv_heads"):
+            n_kv = e.cls.kv_heads(e.cls, cfg)
+    return {"mixers": [e.name for e in mixers], "network": network.name if network else "",
+            "norm": cfg.c_norm, "norm_final": cfg.c_norm_final or cfg.c_norm,
+            "norm_eps": build_norm(cfg).eps, "norm_final_eps": build_norm(cfg, cfg.c_norm_final).eps,
+            "position": cfg.c_position, "rope_base": ROPE_BASE, "bias": cfg.c_bias, "tie": cfg.c_tie,
+            "n_ctx": cfg.n_ctx, "n_emb": cfg.n_emb, "n_heads": cfg.n_heads, "n_kv_heads": n_kv,
+            "head_dim": cfg.head_width // cfg.n_heads, "hidden": cfg.hidden, "n_layers": cfg.n_layers,
+            "attention_scale": f"1 / (sqrt(head_dim) * {cfg.r_temp!r})", "r_temp": cfg.r_temp,
+            "gelu": GELU_FORM, "layouts": LAYOUTS, "variant_settings": variant_settings,
+            "settings": {k: getattr(cfg, k) for k in ARCHITECTURE_SETTINGS}}
+
+
+# The settings that decide the computation (the rest steer training); a model file records them.
+ARCHITECTURE_SETTINGS = ("c_attention", "c_network", "c_norm", "c_norm_final", "c_position", "c_bias", "c_tie",
+                         "n_ctx", "n_emb", "head_size", "n_heads", "n_layers", "r_hidden", "r_temp", "d_type")
+
+
 def model_to_dict(model: GPT) -> dict[str, Any]:
-    return {"format": MODEL_FORMAT, "n_vocab": model.n_vocab,
+    return {"format": MODEL_FORMAT, "n_vocab": model.n_vocab, "architecture": architecture(model.cfg),
             "tensors": {name: encode_tensor(backend.to_host(p.data)) for name, p in model.named_parameters()}}
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy
 
@@ -59,9 +59,11 @@ def pick(logits: numpy.ndarray, temperature: float, top_k: int, top_p: float, rn
 
 def generate(model: GPT, prompt: list[int] | numpy.ndarray, max_tokens: int, temperature: float = 1.0,
              top_k: int = 0, top_p: float = 1.0, seed: int = 0, use_cache: bool = True,
-             banned: tuple[int, ...] = (), stop: tuple[int, ...] = ()) -> Generation:
+             banned: tuple[int, ...] = (), stop: tuple[int, ...] = (),
+             on_token: Callable[[list[int]], None] | None = None) -> Generation:
     """Continue ``prompt`` (token ids) by up to ``max_tokens`` tokens. ``banned`` ids (unk, pad) are
     never sampled; sampling a ``stop`` id (eos) ends the generation, and it is kept as the last token.
+    ``on_token`` is called with the tokens generated so far after each one (streaming to a terminal).
     A prompt longer than n_ctx is cut to its last n_ctx tokens, with a notice."""
     n_ctx = model.cfg.n_ctx
     ids = [int(i) for i in prompt]
@@ -95,6 +97,8 @@ def generate(model: GPT, prompt: list[int] | numpy.ndarray, max_tokens: int, tem
             if banned:
                 last[list(banned)] = -numpy.inf
             ids.append(pick(last, temperature, top_k, top_p, rng))
+            if on_token is not None:
+                on_token(ids[prompt_len:])
             if ids[-1] in stop:
                 break
     finally:

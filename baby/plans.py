@@ -25,14 +25,15 @@ from baby.jsonio import FileFault
 from baby.memory import check_fits
 from baby.nn.model import GPT
 from baby.nn.network.lor import freeze_base
+from baby.progress import ProgressLog
 from baby.runs import RunError, RunStore, check_guid, new_guid
 from baby.tokenizers import Tokenizer, tokenizer_digest, tokenizer_from_dict, train_tokenizer
-from baby.train import Trainer, schedule, unigram_entropy
+from baby.train import Diverged, Trainer, schedule, unigram_entropy
 
 Log = Callable[[str], None]
 
 __all__ = ["train", "resume", "finetune", "inference", "delete", "info", "evaluate", "PLANS", "run_plan",
-           "model_to_dict", "load_weights", "Run", "RESUME_SETTINGS", "format_info"]
+           "model_to_dict", "load_weights", "Run", "RESUME_SETTINGS", "format_info", "export", "import_hf"]
 
 
 def say(line: str) -> None:
@@ -198,12 +199,14 @@ class Corpus:
     unknown: int
 
 
-def prepare_corpus(cfg: Config, inputs: list[str] | None = None) -> Corpus:
-    """Read ``inputs`` (default: the shakespeare text), train cfg's tokenizer on them and encode them."""
+def prepare_corpus(cfg: Config, inputs: list[str] | None = None, log: Log = say) -> Corpus:
+    """Read ``inputs`` (default: the shakespeare text), train cfg's tokenizer on them and encode them
+    (long phases log progress with an ETA)."""
     inputs = [str(p) for p in (inputs or [DEFAULT_INPUT])]
     docs = read_documents(inputs)
-    tokenizer = train_tokenizer(cfg.c_tokenizer, "\n".join(docs), n_vocab=cfg.n_vocab)
-    tokens, unknown = encode_documents(tokenizer, docs)
+    tokenizer = train_tokenizer(cfg.c_tokenizer, "\n".join(docs), n_vocab=cfg.n_vocab,
+                                progress=ProgressLog(log, "BPE merges learned"))
+    tokens, unknown = encode_documents(tokenizer, docs, ProgressLog(log, "characters tokenized"))
     return Corpus(inputs, fingerprint(docs), count_words(docs), tokenizer, tokens, unknown)
 
 
@@ -221,7 +224,7 @@ def train(config: Config | dict[str, Any] | str | Path, inputs: list[str] | None
     guid = comm.broadcast(check_guid(guid) if guid else new_guid())  # rank 0's GUID names the run everywhere
     if store.files(guid):
         raise RunError(f"run {guid} already exists under {store.root.resolve()}")
-    corpus = corpus or prepare_corpus(cfg, inputs)
+    corpus = corpus or prepare_corpus(cfg, inputs, log)
     tokenizer, tokens = corpus.tokenizer, corpus.tokens
     train_tokens, val_tokens = token_split(cfg, tokens)
     notices = cfg.notices() + schedule_notices(cfg, train_tokens) + check_memory(cfg, tokenizer.n_vocab)
@@ -319,7 +322,14 @@ def _train_and_finish(store: RunStore, guid: str, cfg: Config, tokenizer: Tokeni
                       resume_hint=resume_command(guid, store.root) if not suffix else "", comm=comm)
     if state is not None:
         trainer.load_state_dict(state)
-    summary = trainer.run(stop_at=stop_at)
+    try:
+        summary = trainer.run(stop_at=stop_at)
+    except Diverged as err:
+        if not suffix and writer:  # said in the run's config, so that `runs` can tell a divergence from a kill
+            record = store.read("config", guid)
+            runtime = {**record.get("runtime", {}), "diverged": {"step": trainer.step, "message": str(err)}}
+            store.write("config", guid, {**record, "runtime": runtime})
+        raise
     if not writer:
         return guid
     store.write("model", guid, model_to_dict(model), suffix)
@@ -410,11 +420,33 @@ def check_text(text: str, what: str) -> None:
                           "was it typed in a non-UTF-8 terminal?)") from None
 
 
+class TextStream:
+    """Writes the text of the tokens generated so far as it grows. A byte-level token can end inside
+    a character: a trailing U+FFFD is held back until the next token completes it (or the end)."""
+
+    def __init__(self, tokenizer: Tokenizer, write: Callable[[str], None]) -> None:
+        self.tokenizer, self.write, self.shown = tokenizer, write, 0
+
+    def __call__(self, tokens: list[int], final: bool = False) -> None:
+        text = self.tokenizer.decode(tokens)
+        ready = text if final else text.rstrip("\ufffd")
+        if len(ready) > self.shown:
+            self.write(ready[self.shown:])
+            self.shown = len(ready)
+
+
 def inference(guid: str, prompt: str = "", max_tokens: int = 200, temperature: float = 0.8, top_k: int = 0,
               top_p: float = 1.0, seed: int | None = None, use_cache: bool = True, root: str | Path = ".",
-              finetuned: bool = False, checkpoint: str = "", log: Log = say) -> dict[str, Any]:
+              finetuned: bool = False, checkpoint: str = "", log: Log = say, num_samples: int = 1,
+              stream: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Generate ``num_samples`` completions (seeds seed, seed+1, ...), each saved to its own file.
+    ``stream`` receives the text as it is generated (the CLI writes it to the terminal); without it
+    the whole text is logged at the end. Returns the last record; with several samples, ``samples``
+    holds them all."""
     store = RunStore(root)
     check_sampling(temperature, top_k, top_p, seed, max_tokens)
+    if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
+        raise ConfigError(f"--num-samples={num_samples!r}: must be an integer >= 1")
     check_text(prompt, "--prompt")
     run = Run(store, guid, FINETUNED if finetuned else "")
     model = run.model(checkpoint)
@@ -422,24 +454,38 @@ def inference(guid: str, prompt: str = "", max_tokens: int = 200, temperature: f
     if run.tokenizer.unknown_count:
         log(f"notice: {run.tokenizer.unknown_count} prompt symbols are not in the vocabulary (<unk>)")
     seed = run.cfg.seed if seed is None else seed
-    gen = generate(model, ids, max_tokens, temperature, top_k, top_p, seed, use_cache,
-                   **sampling_ids(run.tokenizer))
-    for notice in gen.notices:
-        log(f"notice: {notice}")
-    record = completion_record(run.tokenizer, prompt, gen, max_tokens, {
-        "temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed,
-        "finetuned": finetuned, "checkpoint": checkpoint or None})
-    log(prompt + record["completion"])
-    try:
-        path = save_completion(store, guid, record, finetuned)
-    except (FileFault, OSError) as err:  # the text was printed; say that it was not kept
-        log(f"notice: the completion was not saved ({err})")
-        record["path"] = None
-        return record
-    log(f"{len(gen.tokens)} tokens in {gen.seconds:.2f} s ({gen.tokens_per_second:,.1f} tokens/s, "
-        f"cache {'on' if use_cache else 'off'}) -> {path}")
-    record["path"] = str(path)
-    return record
+    records = []
+    for sample in range(num_samples):
+        if num_samples > 1:
+            log(f"sample {sample + 1} of {num_samples} (seed {seed + sample})")
+        shown = TextStream(run.tokenizer, stream) if stream is not None else None
+        if stream is not None:
+            stream(prompt)
+        gen = generate(model, ids, max_tokens, temperature, top_k, top_p, seed + sample, use_cache,
+                       **sampling_ids(run.tokenizer), on_token=shown)
+        if shown is not None:
+            shown(gen.tokens, final=True)
+            stream("\n")
+        for notice in gen.notices:
+            log(f"notice: {notice}")
+        record = completion_record(run.tokenizer, prompt, gen, max_tokens, {
+            "temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed + sample,
+            "finetuned": finetuned, "checkpoint": checkpoint or None})
+        if stream is None:
+            log(prompt + record["completion"])
+        records.append(record)
+        try:
+            path = save_completion(store, guid, record, finetuned)
+        except (FileFault, OSError) as err:  # the text was printed; say that it was not kept
+            log(f"notice: the completion was not saved ({err})")
+            record["path"] = None
+            continue
+        log(f"{len(gen.tokens)} tokens in {gen.seconds:.2f} s ({gen.tokens_per_second:,.1f} tokens/s, "
+            f"cache {'on' if use_cache else 'off'}) -> {path}")
+        record["path"] = str(path)
+    if num_samples > 1:
+        return {**records[-1], "samples": records}
+    return records[-1]
 
 
 def save_completion(store: RunStore, guid: str, record: dict[str, Any], finetuned: bool) -> Path:
@@ -549,15 +595,54 @@ def evaluate(guid: str, task: str, **options: Any) -> dict[str, Any]:
     return run_evaluation(guid, task, **options)
 
 
-def info_plan(guid: str, root: str | Path = ".", as_json: bool = False, log: Log = say) -> dict[str, Any]:
-    data = info(guid, root=root)
-    log(json.dumps(data, indent=1) if as_json else format_info(data))
+def info_plan(guid: str | None = None, root: str | Path = ".", as_json: bool = False, log: Log = say,
+              model: str | None = None, config: str | None = None, overrides: dict[str, Any] | None = None,
+              probe: bool = True) -> dict[str, Any]:
+    """Describe a run (``guid``), a model file alone (``model``) or a config before training (``config``)."""
+    from baby import describe  # noqa: PLC0415 - it builds on this module
+
+    if sum(x is not None for x in (guid, model, config)) != 1:
+        raise ConfigError("info needs exactly one of --guid, --model or --config")
+    if model is not None:
+        data = describe.model_file_info(model)
+        text = describe.format_model_info(data)
+    elif config is not None:
+        data = describe.config_info(as_config(config, overrides), probe=probe)
+        text = describe.format_config_info(data, str(config))
+    else:
+        data = info(guid, root=root)
+        text = format_info(data)
+    log(json.dumps(data, indent=1) if as_json else text)
     return data
+
+
+def export(guid: str, out: str | Path, **options: Any) -> Path:
+    """A run as a Hugging Face directory (GPT2LMHeadModel or LlamaForCausalLM); see ``baby.hf.export``."""
+    from baby.hf.export import export as export_run  # noqa: PLC0415 - it builds on this module
+
+    return export_run(guid, out, **options)
+
+
+def import_hf(source: str | Path, **options: Any) -> str:
+    """A Hugging Face GPT-2 or LLaMA directory as a new run; see ``baby.hf.import_``."""
+    from baby.hf.import_ import import_run  # noqa: PLC0415
+
+    return import_run(source, **options)
+
+
+def runs_plan(root: str | Path = ".", as_json: bool = False, log: Log = say) -> list[dict[str, Any]]:
+    """One line per run under ``root`` (finetuned runs and checkpoints beneath); see ``baby.table``."""
+    from baby.table import format_runs, runs  # noqa: PLC0415 - it builds on this module
+
+    rows = runs(root)
+    log(json.dumps(rows, indent=1) if as_json else format_runs(rows, root))
+    return rows
 
 
 PLANS: dict[str, Callable[..., Any]] = {
     "train": train, "resume": resume, "finetune": finetune, "inference": inference,
-    "eval": evaluate, "delete": delete, "info": info_plan,
+    "eval": evaluate, "delete": delete, "info": info_plan, "export": export, "import": import_hf,
+    "runs": runs_plan,
 }
 
 

@@ -10,7 +10,8 @@ Layout under a root directory (default: the current directory)::
     outputs/report_<guid>[_finetuned].json        training analysis
     outputs/completion_<guid>[_finetuned|_<yyyymmddhhmmss>].json
 
-A GUID is validated before any path is built from it; nothing here unpickles anything.
+A GUID (``33bd6583-1b87-4469-b55e-0ccb8fd0441c``, or 32 bare hex digits) is validated before any path is
+built from it; nothing here unpickles anything.
 """
 from __future__ import annotations
 
@@ -22,7 +23,9 @@ from typing import Any
 
 from baby.jsonio import FileFault, orphan_temps, probe_writable, read_json, write_json  # noqa: F401 - re-exported
 
-GUID = re.compile(r"[0-9a-f]{32}")
+# New runs get the standard 8-4-4-4-12 form the original project writes; runs named with 32 bare hex
+# digits (this project's earlier form) keep working. Neither holds "_", which separates file suffixes.
+GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{32}")
 FOLDERS = {"config": "configs", "tokenizer": "tokenizers", "model": "models", "checkpoint": "models",
            "report": "outputs", "completion": "outputs", "eval": "outputs"}
 SUFFIX = re.compile(r"(|_finetuned|_\d{14}|_chck_[0-9A-Za-z.]+|_finetuned_\d{14})")
@@ -34,12 +37,13 @@ RunError = FileFault
 
 
 def new_guid() -> str:
-    return uuid.uuid4().hex
+    return str(uuid.uuid4())
 
 
 def check_guid(guid: str) -> str:
     if not isinstance(guid, str) or not GUID.fullmatch(guid):
-        raise RunError(f"GUID {guid!r} is not valid: expected 32 lowercase hex characters")
+        raise RunError(f"GUID {guid!r} is not valid: expected a lowercase UUID like "
+                       "33bd6583-1b87-4469-b55e-0ccb8fd0441c (or its 32 hex digits without dashes)")
     return guid
 
 

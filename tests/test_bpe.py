@@ -205,3 +205,17 @@ def test_switchboard_compresses() -> None:
     ids = tok.encode(held_out)
     assert tok.decode(ids) == held_out
     assert len(ids) < len(held_out.encode("utf-8")) / 2
+
+
+def test_bpe_training_reports_progress_with_an_eta() -> None:
+    from baby.progress import ProgressLog
+    lines: list[str] = []
+    calls: list[tuple[int, int]] = []
+    log = ProgressLog(lines.append, "BPE merges learned", quiet_seconds=0.0)
+    BPETokenizer.train("the cat sat on the mat " * 50 + "a rat ate that hat", n_vocab=280,
+                       progress=lambda done, total: (calls.append((done, total)), log(done, total)))
+    assert calls and calls[0] == (1, 20) and all(t == 20 for _, t in calls)
+    assert lines and all("ETA" in line and "BPE merges learned" in line for line in lines)
+    quiet: list[str] = []
+    ProgressLog(quiet.append)(5, 10)  # a phase that is still short says nothing
+    assert quiet == []

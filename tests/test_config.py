@@ -7,6 +7,9 @@ from pathlib import Path
 import pytest
 
 from baby.config import Config, ConfigError, parse_override, parse_warmup
+from tests.conftest import ROOT
+
+ROOT_CONFIGS = ROOT / "configs"
 
 
 def test_defaults_validate_and_round_trip(tmp_path: Path) -> None:
@@ -86,3 +89,43 @@ def test_word_counts_parse_with_suffixes_in_order() -> None:
     from baby.config import parse_word_counts
     assert parse_word_counts("2M, 500K,1.5M,20000") == [("20000", 20000), ("500K", 500000), ("1.5M", 1500000),
                                                           ("2M", 2000000)]
+
+
+# ---- the original project's config files --------------------------------------------------------
+
+ORIGINAL = {"c_device": "cpu", "c_device_gpu_cuda": 0, "c_optimizer": "adam", "c_attention": "lda", "n_ctx": "16",
+            "n_emb": "16", "s_head": "16", "n_heads": "2", "n_layers": "1", "s_batch": "4", "dropout": "0",
+            "lr": "1e-3", "num_epochs": "2", "c_shuffle": "1", "runtime": {"n_params": 1, "device": "cpu"}}
+
+
+def test_original_config_files_load_with_one_notice(tmp_path: Path) -> None:
+    path = tmp_path / "config_33bd6583-1b87-4469-b55e-0ccb8fd0441c.json"
+    path.write_text(json.dumps(ORIGINAL))
+    cfg = Config.load(path)
+    assert (cfg.head_size, cfg.batch_size, cfg.r_dropout, cfg.r_learn, cfg.n_epochs, cfg.n_ctx) == (16, 4, 0.0, 1e-3, 2, 16)
+    assert cfg.c_shuffle is True and cfg.mixers == ["lda"]
+    legacy = [n for n in cfg.notices() if "original project" in n]
+    assert len(legacy) == 1
+    assert "s_head->head_size" in legacy[0] and "lr->r_learn" in legacy[0] and "ignored c_device_gpu_cuda, c_optimizer, runtime" in legacy[0]
+    assert not [n for n in Config.load(ROOT_CONFIGS / "tiny.json").notices() if "original" in n]
+
+
+@pytest.mark.parametrize("change, message", [({"c_attention": "flash"}, "allowed aft, conv"),
+                                             ({"lr": "1e-3", "r_learn": 0.01}, "both given"),
+                                             ({"n_emb": "sixteen"}, "n_emb='sixteen'")])
+def test_original_config_mistakes_are_named(tmp_path: Path, change: dict, message: str) -> None:
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps({**ORIGINAL, **change}))
+    with pytest.raises(ConfigError, match=message):
+        Config.load(path)
+
+
+def test_info_config_counts_parameters_exactly_before_training() -> None:
+    from baby import plans
+    data = plans.info_plan(config=str(ROOT_CONFIGS / "conv-induction-12m.json"), probe=False, log=lambda _: None)
+    assert data["n_params"] == 12_288_816 and data["memory_per_step"]["total_bytes"] > 0
+    tiny = plans.info_plan(config=str(ROOT_CONFIGS / "tiny.json"), overrides={"n_steps": 10}, log=lambda _: None)
+    assert tiny["seconds_per_step"] > 0 and tiny["train_seconds"] == pytest.approx(10 * tiny["seconds_per_step"])
+    assert "assumed" in tiny["vocab_note"] or tiny["n_vocab"] > 0
+    with pytest.raises(ConfigError, match="exactly one of"):
+        plans.info_plan(log=lambda _: None)

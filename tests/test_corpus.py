@@ -43,3 +43,25 @@ def test_holdout_keeps_the_tail_of_every_file(tmp_path: Path) -> None:
     assert train + held == "".join(lines)
     assert held.startswith("line ") and 3 <= held.count("\n") <= 6
     assert expand([train_dir]) == [train_dir / "s.txt"]
+
+
+@pytest.mark.parametrize("kind", ["char", "word", "bpe"])
+def test_encoding_in_blocks_gives_the_whole_documents_ids_and_reports_progress(kind: str,
+                                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import functools
+
+    import numpy
+
+    from baby import corpus
+    from baby.tokenizers import train_tokenizer
+    from baby.tokenizers.bpe import split_blocks
+    from tests.conftest import ROOT
+    text = (ROOT / "inputs" / "shakespeare.txt").read_text(encoding="utf-8")[:20000] + "\n  \n\t x  \n\nend  "
+    docs = [text, "", "a\n b  \n"]
+    tokenizer = train_tokenizer(kind, text[:8000], n_vocab=300)
+    whole = numpy.concatenate([numpy.concatenate([[1], tokenizer.encode(d), [2]]) for d in docs])
+    monkeypatch.setattr(corpus, "split_blocks", functools.partial(split_blocks, size=300))
+    seen: list[tuple[int, int]] = []
+    blocked, _ = corpus.encode_documents(tokenizer, docs, lambda done, total: seen.append((done, total)))
+    assert numpy.array_equal(whole, blocked)
+    assert len(seen) > 10 and seen[-1] == (sum(map(len, docs)),) * 2

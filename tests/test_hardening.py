@@ -92,6 +92,8 @@ def test_divergence_stops_keeps_the_last_good_checkpoint_and_resumes(tmp_path: P
     assert not store.path("model", guid).exists() and not store.path("report", guid).exists()
     checkpoint = store.read("checkpoint", guid)
     assert checkpoint["trainer"]["step"] == 4  # the evaluation/checkpoint before the divergence
+    (row,) = plans.runs_plan(root=tmp_path, log=quiet)
+    assert row["state"].startswith("diverged") and row["steps"] == 4  # told apart from a kill
     monkeypatch.undo()
     status, _, err = run_main("train", "--resume", guid, "--set", "r_learn=0.0005", "--root", str(tmp_path))
     assert status == 0, err
@@ -99,6 +101,7 @@ def test_divergence_stops_keeps_the_last_good_checkpoint_and_resumes(tmp_path: P
     assert report["steps"] == 12 and math.isfinite(report["final_val_loss"])
     assert store.read("config", guid)["settings"]["r_learn"] == 0.0005
     assert store.read("config", guid)["runtime"]["resumed"] == [{"step": 4, "set": {"r_learn": 0.0005}}]
+    assert plans.runs_plan(root=tmp_path, log=quiet)[0]["state"] == "finished"
 
 
 def test_cli_divergence_is_one_line_with_the_step(tmp_path: Path, corpus: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -220,3 +220,56 @@ def test_learning_curve_checkpoints_by_words_seen(tmp_path: Path, corpus: Path) 
     assert store.read("report", guid)["words_seen"] > 100
     plans.delete(guid, root=tmp_path, log=quiet)
     assert not list(tmp_path.rglob(f"*{guid}*"))
+
+
+def test_runs_lists_every_run_with_state_results_finetuned_and_checkpoints(tmp_path: Path, corpus: Path) -> None:
+    done = plans.train({**TINY_RUN, "s_checkpoint_words": "50"}, [str(corpus)], root=tmp_path, log=quiet)
+    plans.finetune(done, [str(corpus)], root=tmp_path, overrides={"n_steps": 2}, log=quiet)
+    RunStore(tmp_path).write("eval", done, {"guid": done, "results": {"blimp:blimp:final": {"accuracy": 0.625}}})
+    with pytest.raises(Interrupted):
+        plans.train(TINY_RUN, [str(corpus)], root=tmp_path, log=quiet, stop_at=4)
+    broken = "0123456789abcdef0123456789abcdef"  # a bare-hex run whose config is damaged
+    (tmp_path / "configs" / f"config_{broken}.json").write_text("{")
+    rows = {r["guid"]: r for r in plans.runs_plan(root=tmp_path, log=quiet)}
+    assert len(rows) == 3
+    row = rows[done]
+    assert row["state"] == "finished" and row["steps"] == row["total_steps"] == 12
+    assert row["results"] == {"blimp:blimp:final": 0.625} and row["checkpoints"] == ["50"]
+    assert row["finetuned"]["state"] == "finished" and row["model"] == "mha + mlp"
+    assert isinstance(row["best_val_loss"], float) and row["n_params"] > 0
+    interrupted = next(r for g, r in rows.items() if g not in (done, broken))
+    assert interrupted["state"].startswith("interrupted") and interrupted["steps"] == 4
+    assert rows[broken]["state"].startswith("damaged")
+    out = cli("runs", root=tmp_path)
+    assert out.returncode == 0 and done in out.stdout and "finetuned" in out.stdout and "blimp:blimp:final 0.625" in out.stdout
+    assert json.loads(cli("runs", "--json", root=tmp_path).stdout)[0]["guid"]
+
+
+def test_inference_streams_the_text_and_takes_several_samples(tmp_path: Path, corpus: Path) -> None:
+    guid = plans.train(TINY_RUN, [str(corpus)], root=tmp_path, log=quiet)
+    pieces: list[str] = []
+    record = plans.inference(guid, "The", 8, root=tmp_path, seed=1, log=quiet, stream=pieces.append)
+    assert len(pieces) > 2 and "".join(pieces) == "The" + record["completion"] + "\n"
+    plain = plans.inference(guid, "The", 8, root=tmp_path, seed=1, log=quiet)
+    assert plain["tokens"] == record["tokens"]  # streaming changes nothing of the record
+    many = plans.inference(guid, "The", 8, root=tmp_path, seed=1, log=quiet, num_samples=3)
+    assert [r["seed"] for r in many["samples"]] == [1, 2, 3] and many["samples"][0]["tokens"] == record["tokens"]
+    assert len({r["path"] for r in many["samples"]}) == 3
+    with pytest.raises(plans.ConfigError, match="--num-samples"):
+        plans.inference(guid, "The", 8, root=tmp_path, log=quiet, num_samples=0)
+
+
+def test_every_option_says_what_it_does_and_its_default() -> None:
+    import argparse
+
+    from baby.__main__ import Help, parser
+    top = parser()
+    subs = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction))
+    formatter = Help("x")
+    for name, sub in subs.choices.items():
+        for action in sub._actions:
+            if action.option_strings and action.dest != "help":
+                text = formatter._get_help_string(action)
+                assert action.help and ("default" in text or "(required)" in text), (name, action.dest)
+    done = subprocess.run([sys.executable, "-m", "baby", "--version"], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0 and done.stdout.startswith("baby ")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy
@@ -51,7 +52,9 @@ def test_atomic_write_keeps_the_old_file_when_serialising_fails(tmp_path: Path) 
 
 
 @pytest.mark.parametrize("guid", ["", "../x", "ABCDEF0123456789ABCDEF0123456789", "0123", "*", "a" * 33,
-                                  "0123456789abcdef0123456789abcde/"])
+                                  "0123456789abcdef0123456789abcde/", "33bd6583-1b87-4469-b55e0ccb8fd0441c",
+                                  "33BD6583-1B87-4469-B55E-0CCB8FD0441C", "33bd6583_1b87_4469_b55e_0ccb8fd0441c",
+                                  "{33bd6583-1b87-4469-b55e-0ccb8fd0441c}", "33bd6583-1b87-4469-b55e-0ccb8fd0441c-"])
 def test_bad_guids_are_refused_before_any_path(guid: str, tmp_path: Path) -> None:
     with pytest.raises(RunError):
         check_guid(guid)
@@ -59,6 +62,20 @@ def test_bad_guids_are_refused_before_any_path(guid: str, tmp_path: Path) -> Non
         RunStore(tmp_path).path("model", guid)
     with pytest.raises(RunError):
         RunStore(tmp_path).files(guid)
+
+
+def test_new_guids_are_standard_uuids_and_bare_hex_runs_still_work(tmp_path: Path) -> None:
+    guid = new_guid()
+    assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}", guid)
+    store, legacy = RunStore(tmp_path), "0123456789abcdef0123456789abcdef"
+    for g in (guid, legacy):
+        store.write("config", g, {})
+        store.write("model", g, {}, "_chck_1M")
+        store.write("config", g, {}, "_finetuned")
+    assert store.guids() == sorted([guid, legacy])
+    assert {p.name for p in store.files(guid)} == {f"config_{guid}.json", f"model_{guid}_chck_1M.json",
+                                                  f"config_{guid}_finetuned.json"}
+    assert check_guid("33bd6583-1b87-4469-b55e-0ccb8fd0441c")
 
 
 def test_files_lists_only_that_runs_files(tmp_path: Path) -> None:

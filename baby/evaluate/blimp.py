@@ -27,6 +27,7 @@ import numpy
 
 from baby import backend
 from baby.evaluate.scoring import encode_sentences, sequence_logprobs
+from baby.progress import ProgressLog
 from baby.nn.model import GPT
 from baby.runs import RunError
 from baby.tokenizers import Tokenizer
@@ -145,19 +146,6 @@ def evaluate_blimp(model: GPT, tokenizer: Tokenizer, pairs: list[Pair], batch_si
     n_tokens = sum(len(s) - 1 for s in sequences)
     return {**result, "unknown_sentences": with_unknown, "scored_tokens": n_tokens, "seconds": seconds,
             "pairs_per_second": len(pairs) / seconds if seconds > 0 else 0.0}
-
-
-class ProgressLog:
-    """Logs 'scored x/y windows' about every 10 % of the work (BLiMP on a CPU takes minutes)."""
-
-    def __init__(self, log: Callable[[str], None], steps: int = 10) -> None:
-        self.log, self.steps, self.said = log, steps, 0
-
-    def __call__(self, done: int, total: int) -> None:
-        tenth = done * self.steps // total
-        if tenth > self.said and done < total:
-            self.said = tenth
-            self.log(f"  scored {done:,}/{total:,} windows")
 
 
 def pct(x: float) -> str:

@@ -172,6 +172,7 @@ class Dropout(Module):
 # ---- activations: value and derivative side by side -------------------------------------------
 
 GELU_C = math.sqrt(2.0 / math.pi)
+GELU_FORM = "tanh"  # the approximation gelu() computes (GPT-2's "gelu_new"); model files record it
 
 
 def gelu(x: Any) -> tuple[Any, Any]:

@@ -16,7 +16,7 @@ import re
 from collections import Counter, defaultdict
 from heapq import heapify, heappop, heappush
 from itertools import repeat
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy
 
@@ -85,8 +85,10 @@ def merge_pair(ids: list[int], a: int, b: int, new: int) -> list[int]:
     return out
 
 
-def learn_merges(words: list[list[int]], freqs: list[int], n_merges: int) -> list[tuple[int, int]]:
-    """Up to ``n_merges`` merges for ``words`` (id lists, each seen ``freqs[i]`` times).
+def learn_merges(words: list[list[int]], freqs: list[int], n_merges: int,
+                 progress: Callable[[int, int], None] | None = None) -> list[tuple[int, int]]:
+    """Up to ``n_merges`` merges for ``words`` (id lists, each seen ``freqs[i]`` times); ``progress``
+    is called with (merges so far, n_merges) after each one.
 
     Each step takes the most frequent pair (ties: the smallest pair) and stops when none is seen
     twice. Counts are kept up to date incrementally: merging a pair only touches the words that
@@ -117,6 +119,8 @@ def learn_merges(words: list[list[int]], freqs: list[int], n_merges: int) -> lis
             break
         new = FIRST_MERGE + len(merges)
         merges.append(pair)
+        if progress is not None:
+            progress(len(merges), n_merges)
         delta: dict[tuple[int, int], int] = defaultdict(int)
         for i in where.pop(pair):
             word, f = words[i], freqs[i]
@@ -174,13 +178,14 @@ class BPETokenizer(Tokenizer):
         return FIRST_MERGE + len(self.merges)
 
     @classmethod
-    def train(cls, text: str, n_vocab: int = 8000, **_: Any) -> "BPETokenizer":
+    def train(cls, text: str, n_vocab: int = 8000, progress: Callable[[int, int], None] | None = None,
+              **_: Any) -> "BPETokenizer":
         """Learn ``n_vocab - 260`` merges from ``text`` (fewer if no pair repeats any more)."""
         if n_vocab < FIRST_MERGE:
             raise ValueError(f"n_vocab={n_vocab}: a bpe tokenizer needs n_vocab >= {FIRST_MERGE}")
         chunks = count_chunks(text, re.compile(PATTERN))
         words = [[b + BYTE_OFFSET for b in chunk.encode(*UTF8)] for chunk in chunks]
-        return cls(learn_merges(words, list(chunks.values()), n_vocab - FIRST_MERGE))
+        return cls(learn_merges(words, list(chunks.values()), n_vocab - FIRST_MERGE, progress))
 
     def encode_chunk(self, chunk: str) -> list[int]:
         """Ids of one pre-split chunk: its bytes, then the applicable merges, earliest learned first."""

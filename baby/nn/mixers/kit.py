@@ -108,7 +108,10 @@ def attend_backward(dy: Any, q: Any, k: Any, v: Any, p: Any, scale: float) -> tu
 # ---- rotary positions -------------------------------------------------------------------------------
 
 
-def rope_tables(positions: Any, dim: int, base: float = 10000.0) -> tuple[Any, Any]:
+ROPE_BASE = 10000.0  # theta of LLaMA and GPT-NeoX (model files record it)
+
+
+def rope_tables(positions: Any, dim: int, base: float = ROPE_BASE) -> tuple[Any, Any]:
     """cos and sin of shape (B or 1, 1, T, dim/2) for the rotate-half convention of LLaMA/GPT-NeoX."""
     xp = backend.xp
     inv = 1.0 / base ** (xp.arange(0, dim // 2, dtype=xp.float64) * 2.0 / dim)

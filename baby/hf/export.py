@@ -1,0 +1,77 @@
+"""``python -m baby export``: a finished run (or one of its checkpoints) as a directory that
+``transformers.AutoModelForCausalLM.from_pretrained`` and ``AutoTokenizer`` load.
+
+Everything is built and checked in memory first; then each file is written atomically (a temp name
+in the same folder, then a rename), so a refusal or a crash never leaves a half-written export.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy
+
+from baby import backend
+from baby.hf import safetensors_numpy
+from baby.hf.layout import hf_config, to_hf_tensors
+from baby.hf.tokenizer import special_tokens_map, to_hf, tokenizer_config
+from baby.jsonio import FileFault, probe_writable, temp_path_for, write_json
+from baby.runs import RunError, RunStore
+from baby.tokenizers import BOS, EOS, PAD, UNK
+
+FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
+         "tokenizer_config.json", "special_tokens_map.json")
+
+
+def generation_config(cfg: Any) -> dict[str, Any]:
+    """Our sampling defaults; <unk>, <bos> and <pad> are never sampled here, so they are suppressed."""
+    return {"bos_token_id": BOS, "eos_token_id": EOS, "pad_token_id": PAD, "do_sample": cfg.r_sample_temp > 0,
+            "temperature": cfg.r_sample_temp or 1.0, "top_k": cfg.n_top_k, "top_p": cfg.r_top_p,
+            "max_new_tokens": cfg.n_sample_tokens, "suppress_tokens": [UNK, BOS, PAD]}
+
+
+def write_safetensors(path: Path, tensors: dict[str, numpy.ndarray], metadata: dict[str, str]) -> None:
+    st = safetensors_numpy()
+    fd, tmp = temp_path_for(path)
+    os.close(fd)
+    try:
+        st.save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except OSError as err:
+        raise FileFault(f"{path}: cannot write ({err.strerror or err})") from None
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def export(guid: str, out: str | Path, root: str | Path = ".", checkpoint: str = "", finetuned: bool = False,
+           log: Callable[[str], None] = print) -> Path:
+    from baby.plans import FINETUNED, Run, state_of  # noqa: PLC0415 - plans imports the CLI's world
+
+    store, out = RunStore(root), Path(out)
+    suffix = FINETUNED if finetuned else ""
+    run = Run(store, guid, suffix)
+    if not checkpoint and not store.path("model", guid, suffix).exists():
+        state = state_of(store, guid).get("state", "?")
+        raise RunError(f"run {guid} has no final model to export ({state}); finish it first, or export a "
+                       "learning-curve checkpoint with --checkpoint")
+    if out.exists() and not out.is_dir():
+        raise FileFault(f"{out}: exists and is not a directory")
+    cfg = run.cfg.replace(c_device="cpu") if run.cfg.c_device == "gpu" and not backend.gpu_available() else run.cfg
+    config = hf_config(cfg, run.tokenizer.n_vocab)  # refuses a shape HF has no class for, before loading weights
+    tokenizer = to_hf(run.tokenizer)
+    safetensors_numpy()
+    model = run.model(checkpoint, cfg)
+    ours = {name: backend.to_host(p.data).astype(numpy.float32) for name, p in model.named_parameters()}
+    tensors = to_hf_tensors(cfg, ours)
+    probe_writable(out)
+    write_safetensors(out / "model.safetensors", tensors, {"format": "pt", "baby_guid": guid,
+                                                           "baby_checkpoint": checkpoint or "final"})
+    write_json(out / "config.json", config)
+    write_json(out / "generation_config.json", generation_config(cfg))
+    write_json(out / "tokenizer.json", tokenizer)
+    write_json(out / "tokenizer_config.json", tokenizer_config(cfg.n_ctx))
+    write_json(out / "special_tokens_map.json", special_tokens_map())
+    log(f"exported run {guid}{suffix}{f' checkpoint {checkpoint}' if checkpoint else ''} as "
+        f"{config['architectures'][0]} ({model.n_params():,} parameters, {run.tokenizer.kind} tokenizer) to {out}")
+    return out

@@ -1,0 +1,82 @@
+"""``python -m baby import --from DIR``: a GPT2LMHeadModel or LlamaForCausalLM directory (config.json,
+model.safetensors, tokenizer.json) as a new run: config, tokenizer and model files under a new GUID,
+usable by info, inference, finetune and eval. Everything is read and checked before a file is written.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy
+
+from baby import backend
+from baby.config import Config, ConfigError
+from baby.formats import architecture, encode_tensor
+from baby.hf import safetensors_numpy
+from baby.hf.layout import from_hf_tensors, settings_from_hf
+from baby.hf.tokenizer import from_hf
+from baby.jsonio import FileFault, read_json
+from baby.runs import RunError, RunStore, new_guid
+from baby.tokenizers import tokenizer_digest
+
+
+def read_safetensors(path: Path) -> dict[str, numpy.ndarray]:
+    st = safetensors_numpy()
+    if not path.is_file():
+        raise FileFault(f"{path}: no such file (sharded or .bin checkpoints are not read; save with safe_serialization)")
+    try:
+        return st.load_file(str(path))
+    except Exception as err:  # noqa: BLE001 - the library raises its own kinds for damaged files
+        raise FileFault(f"{path}: not a readable safetensors file ({' '.join(str(err).split())})") from None
+
+
+def settings_for(data: dict[str, Any], n_vocab: int, kind: str) -> Config:
+    """Our settings for an HF config: its architecture fields; the rest from the ``baby`` block of an
+    export of ours (training settings), else our defaults. Both must describe the same model."""
+    family, derived = settings_from_hf(data)
+    saved = (data.get("baby") or {}).get("settings") if isinstance(data.get("baby"), dict) else None
+    shape = {**derived, "c_tokenizer": kind, "n_vocab": n_vocab if kind == "bpe" else 0}
+    if isinstance(saved, dict):
+        cfg = Config(saved, source="config.json: baby.settings")
+        if architecture(cfg) == architecture(Config({**saved, **shape}, source="config.json")):
+            return cfg
+    return Config(shape, source="config.json")
+
+
+def import_run(source: str | Path, root: str | Path = ".", log: Callable[[str], None] = print) -> str:
+    folder = Path(source)
+    if not folder.is_dir():
+        raise FileFault(f"{folder}: no such directory (expected config.json, model.safetensors, tokenizer.json)")
+    data = read_json(folder / "config.json", "HF config file")
+    tokenizer = from_hf(read_json(folder / "tokenizer.json", "HF tokenizer file"), str(folder / "tokenizer.json"))
+    vocab = data.get("vocab_size")
+    if vocab != tokenizer.n_vocab:
+        raise ConfigError(f"{folder / 'config.json'}: vocab_size={vocab!r}, but tokenizer.json has {tokenizer.n_vocab} ids")
+    cfg = settings_for(data, tokenizer.n_vocab, tokenizer.kind)
+    cfg = cfg.replace(c_device="cpu") if cfg.c_device == "gpu" and not backend.gpu_available() else cfg
+    from baby.nn.model import GPT  # noqa: PLC0415
+    from baby.plans import model_to_dict, load_weights, select_backend  # noqa: PLC0415
+
+    select_backend(cfg)
+    model = GPT(cfg, tokenizer.n_vocab)
+    where = str(folder / "model.safetensors")
+    ours = from_hf_tensors(cfg, read_safetensors(folder / "model.safetensors"), where)
+    model_file = {"format": "baby-model/1", "n_vocab": tokenizer.n_vocab,
+                  "tensors": {k: encode_tensor(v) for k, v in ours.items()}}
+    load_weights(model, model_file, where)  # names, shapes, finiteness: checked before writing
+    store = RunStore(root)
+    store.check_writable(("config", "tokenizer", "model"))
+    guid = new_guid()
+    record = {"guid": guid, "settings": cfg.to_dict(), "runtime": {
+        "imported_from": str(folder.resolve()), "hf_architecture": data.get("architectures", [None])[0],
+        "n_vocab": tokenizer.n_vocab, "tokenizer_sha256": tokenizer_digest(tokenizer), "n_params": model.n_params(),
+        "n_bytes": model.n_bytes(), "device": backend.device_name, "versions": backend.versions(),
+        "created": _dt.datetime.now().isoformat(timespec="seconds")}}
+    store.write("tokenizer", guid, tokenizer.to_dict())
+    store.write("model", guid, model_to_dict(model))
+    store.write("config", guid, record)  # last: a run exists once its config does
+    log(f"imported {folder} as run {guid}: {model.n_params():,} parameters, {tokenizer.kind} tokenizer of "
+        f"{tokenizer.n_vocab} ids")
+    log(guid)
+    return guid
