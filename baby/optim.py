@@ -94,48 +94,33 @@ class AdamW:
         return finite
 
     def step(self, lr: float | None = None, finite: Any = None) -> None:
-        lr = self.lr if lr is None else lr
-        if self.mixed:
-            self.step_mixed(lr, True if finite is None else finite)
-            return
+        """One AdamW update. In mixed precision it acts on the fp32 masters and only where
+        ``finite`` (no host sync): a skipped step keeps m and v (decay factors 1) and moves no
+        weight (lr 0); the fp16 compute copies are refreshed after it."""
         xp = backend.xp
+        lr = self.lr if lr is None else lr
         b1, b2 = self.betas
         self.t += 1
-        g = self.flat_grad
+        if self.mixed:
+            finite = True if finite is None else finite
+            b1, b2, lr = xp.where(finite, b1, 1.0), xp.where(finite, b2, 1.0), xp.where(finite, lr, 0.0)
+            self.applied += finite
+            t, weights, g = xp.maximum(self.applied, 1.0), self.master, self.grad32
+        else:
+            t, weights, g = self.t, self.flat, self.flat_grad
         self.m *= b1
         self.m += (1 - b1) * g
         self.v *= b2
         self.v += (1 - b2) * (g * g)
         # decoupled decay: shrink the weights directly, never through the gradient
         if self.weight_decay:
-            self.flat -= (lr * self.weight_decay) * self.decay_mask * self.flat
-        m_hat_scale = lr / (1 - b1 ** self.t)
-        denom = xp.sqrt(self.v / (1 - b2 ** self.t))
-        denom += self.eps
-        self.flat -= (m_hat_scale * self.m / denom).astype(self.flat.dtype)
-
-    def step_mixed(self, lr: float, finite: Any) -> None:
-        """The same update on the fp32 masters, applied only where ``finite`` (no host sync): a
-        skipped step keeps m and v (their decay factors become 1) and moves no weight (lr 0)."""
-        xp = backend.xp
-        b1, b2 = self.betas
-        self.t += 1
-        b1 = xp.where(finite, b1, 1.0)
-        b2 = xp.where(finite, b2, 1.0)
-        lr = xp.where(finite, lr, 0.0)
-        self.applied += finite
-        t = xp.maximum(self.applied, 1.0)
-        g = self.grad32
-        self.m *= b1
-        self.m += (1 - b1) * g
-        self.v *= b2
-        self.v += (1 - b2) * (g * g)
-        if self.weight_decay:
-            self.master -= (lr * self.weight_decay) * self.decay_mask * self.master
+            weights -= (lr * self.weight_decay) * self.decay_mask * weights
+        m_hat_scale = lr / (1 - self.betas[0] ** t)
         denom = xp.sqrt(self.v / (1 - self.betas[1] ** t))
         denom += self.eps
-        self.master -= (lr / (1 - self.betas[0] ** t)) * self.m / denom
-        self.flat[...] = self.master  # the fp16 compute copies, refreshed
+        weights -= (m_hat_scale * self.m / denom).astype(weights.dtype)
+        if self.mixed:
+            self.flat[...] = self.master  # the fp16 compute copies, refreshed
 
     def state_dict(self) -> dict[str, Any]:
         state = {"t": self.t, "m": self.m, "v": self.v}
