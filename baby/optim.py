@@ -108,6 +108,11 @@ class AdamW:
             t, weights, g = xp.maximum(self.applied, 1.0), self.master, self.grad32
         else:
             t, weights, g = self.t, self.flat, self.flat_grad
+            kernel = backend.fused("adamw")
+            if kernel is not None and weights.dtype == self.m.dtype:  # CuPy: one pass over five buffers
+                kernel(g, self.decay_mask, lr, b1, b2, self.eps, self.weight_decay, 1 - b1 ** t, 1 - b2 ** t,
+                       weights, self.m, self.v)
+                return
         self.m *= b1
         self.m += (1 - b1) * g
         self.v *= b2

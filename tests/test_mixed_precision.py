@@ -137,3 +137,38 @@ def test_no_host_transfer_between_log_lines(monkeypatch: pytest.MonkeyPatch, d_t
     finally:
         backend.use("cpu", d_type="fp32")
     assert calls and set(calls) <= {5, 10, 15, 20}, sorted(set(calls))
+
+
+# ---- fused CuPy kernels against the NumPy reference (run where a GPU is) ------------------------------
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("d_type", ["fp32", "fp16"])
+def test_fused_kernels_equal_the_reference(d_type: str) -> None:
+    backend.use("gpu", d_type=d_type)
+    try:
+        xp = backend.xp
+        x = xp.asarray(numpy.random.default_rng(0).normal(0, 3, (64, 257)), dtype=backend.dtype)
+        dy = xp.asarray(numpy.random.default_rng(1).normal(0, 1, (64, 257)), dtype=backend.dtype)
+        y, t = gelu(x)
+        dx = gelu_backward(x, t, dy)
+        backend.use_fused = False
+        y_ref, t_ref = gelu(x)
+        dx_ref = gelu_backward(x, t_ref, dy)
+        tol = 1e-5 if d_type == "fp32" else 2e-3
+        for got, want in ((y, y_ref), (dx, dx_ref)):
+            numpy.testing.assert_allclose(backend.to_host(got).astype(float), backend.to_host(want).astype(float),
+                                          rtol=tol, atol=tol)
+        backend.use_fused = True
+        runs = []
+        for fused in (True, False):
+            backend.use_fused = fused
+            w = Parameter(xp.ones((5, 7), dtype=xp.float32), decay=True)
+            opt = AdamW([w], lr=1e-2, weight_decay=0.1)
+            for step in range(3):
+                w.grad[...] = float(step + 1)
+                opt.step()
+            runs.append(backend.to_host(w.data))
+        numpy.testing.assert_allclose(runs[0], runs[1], rtol=1e-6)
+    finally:
+        backend.use_fused = True
+        backend.use("cpu", d_type="fp32")

@@ -14,6 +14,7 @@ CPU (both sides) to check the script itself. Writes outputs/bench_gpu.json and .
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 from typing import Any
 
@@ -83,10 +84,9 @@ def time_torch(cfg: Config, n_vocab: int, data: list[numpy.ndarray], warmup: int
 def train_to(cfg: Config, iters: int, log: Any) -> dict[str, Any]:
     """Our side of the training comparison: a real run on the shakespeare characters."""
     start = time.perf_counter()
-    root = "outputs/bench_gpu_runs"
-    guid = plans.train(cfg.replace(n_steps=iters, n_eval_every=iters, n_sample_tokens=0), root=root, log=log)
-    report = plans.RunStore(root).read("report", guid)
-    plans.delete(guid, root=root, log=lambda _line: None)
+    with tempfile.TemporaryDirectory() as root:  # a throwaway run: only its report is wanted
+        guid = plans.train(cfg.replace(n_steps=iters, n_eval_every=iters, n_sample_tokens=0), root=root, log=log)
+        report = plans.RunStore(root).read("report", guid)
     return {"val_loss": report["final_val_loss"], "train_seconds": report["train_seconds"],
             "wall_seconds": time.perf_counter() - start}
 
