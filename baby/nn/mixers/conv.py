@@ -91,6 +91,10 @@ class DynamicConv(Mixer):
             levels.append(level)
         if state is None:
             self.cache = keep, levels
+        if ctx.capture is not None:  # per dilation: kernels (B, T, G, k), the padded input and the taps' sum
+            ctx.note(self, kernels=[lv[1] for lv in levels], padded=[lv[0] for lv in levels],
+                     outputs=[lv[2] for lv in levels], dilations=self.dilations,
+                     offsets=[self.offsets(di) for di in self.dilations])
         return self.proj(cur)
 
     def level_forward(self, i: int, cur: Any, padded: Any, dilation: int) -> tuple[Any, tuple]:

@@ -78,6 +78,9 @@ class HeadAttention(Mixer):
             y *= keep
         if not ctx.decoding:
             self.attn_cache = q, k, v, p
+            if ctx.capture is not None:  # for baby.inspect: query head i reads K/V head i // group
+                ctx.note(self, probs=p.reshape(b, h, t, -1), values=v[:, :, 0], heads=y.reshape(b, h, t, d),
+                         group=h // self.n_kv)
         return y.reshape(b, h, t, d)
 
     def attend_heads_backward(self, dy: Any) -> tuple[Any, Any, Any]:

@@ -22,6 +22,7 @@ from baby.nn.mixers.kit import heads_first, heads_last
 class MixtureOfHeads(GatedHeadAttention):
     def mix_heads(self, x: Any, y: Any, ctx: Context) -> Any:
         g = self.gate.scores(x)[1]
+        ctx.note(self, gate=g)
         if not ctx.decoding:
             self.gate_cache = y, g
         return y * (self.n_heads * heads_first(g))

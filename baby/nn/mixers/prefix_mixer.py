@@ -51,6 +51,7 @@ class PrefixMeanMixer(Mixer):
             y *= keep
         if not ctx.decoding:
             self.cache = w, v, y, den, keep
+        ctx.note(self, weights=w, values=v, denominators=den, means=y)
         return self.proj(y)
 
     def backward(self, dout: Any) -> Any:

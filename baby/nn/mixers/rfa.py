@@ -119,7 +119,23 @@ class FocusedAttention(HeadAttention):
         y = p[..., :-1] @ vw + p[..., -1:] * mem_vb
         if not ctx.decoding:
             self.attn_cache = qb, kw, vw, mem_kb, mem_vb, inv_n, ok, p
+            if ctx.capture is not None:
+                ctx.note(self, **self.dense_probs(p, t), values=v, memory_values=mem_v,
+                         heads=y.reshape(b, h, nb * c, d)[:, :, :t])
         return y.reshape(b, h, nb * c, d)[:, :, :t]
+
+    def dense_probs(self, p: Any, t: int) -> dict[str, Any]:
+        """The blocked probabilities of a full forward laid out over key positions, for baby.inspect:
+        window_probs (B, H, T, T), memory_probs (B, H, T) (the memory slot's share), the window W.
+        Block i's columns are padded positions i*c ... i*c + c + W - 1, i.e. keys i*c - W ... ."""
+        xp = backend.xp
+        w = self.window
+        b, h, nb, c, _ = p.shape
+        dense = xp.zeros((b, h, nb * c, w + nb * c), dtype=p.dtype)
+        for i in range(nb):
+            dense[:, :, i * c:(i + 1) * c, i * c:i * c + c + w] = p[:, :, i, :, :-1]
+        return {"window_probs": dense[:, :, :t, w:w + t], "memory_probs": p[..., -1].reshape(b, h, nb * c)[:, :, :t],
+                "window": w}
 
     def bias(self, c: int, okw: Any, has_mem: Any) -> Any:
         """(B, 1, nb, c, c + W + 1) additive bias: window keys j of query r need 1 <= j - r <= W

@@ -45,6 +45,7 @@ class SwitchHead(GatedHeadAttention):
 
     def mix_heads(self, x: Any, y: Any, ctx: Context) -> Any:
         g, m = self.choose(x)
+        ctx.note(self, gate=g, chosen=m.argmax(axis=-1))
         if not ctx.decoding:
             self.gate_cache = y, g, m
         return y * heads_first(m)

@@ -46,6 +46,7 @@ class NetworkFree(Network):
         gate = sigmoid(q)
         if not ctx.decoding:
             self.cache = v, w, sig_k, den, avg, gate, valid
+        ctx.note(self, weights=w, values=v, denominators=den, means=avg, gate=gate)
         return self.proj(gate * avg)
 
     def backward(self, dout: Any) -> Any:
