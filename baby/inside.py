@@ -16,7 +16,6 @@ Every number here is read from what the forward already computed: one forward ru
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,7 +23,8 @@ import numpy
 
 from baby import backend
 from baby.generate import generate
-from baby.jsonio import temp_path_for, write_json
+from baby.charts import figure_class, save_figure, subplots
+from baby.jsonio import write_json
 from baby.nn.core import Module
 from baby.nn.model import GPT
 
@@ -163,36 +163,6 @@ def plain(data: Any) -> Any:
     return data
 
 
-def figure_class() -> Any:
-    """matplotlib's Figure, or None when matplotlib is missing. Figures are drawn without pyplot, so
-    no global backend is touched (a notebook keeps its own) and nothing needs closing."""
-    try:
-        from matplotlib.figure import Figure  # noqa: PLC0415 - optional: the charts extra
-    except ImportError:
-        return None
-    return Figure
-
-
-def subplots(fig_cls: Any, rows: int, cols: int, size: tuple[float, float]) -> tuple[Any, Any]:
-    fig = fig_cls(figsize=size)
-    return fig, fig.subplots(rows, cols, squeeze=False)
-
-
-def save_figure(fig: Any, path: str | Path) -> Path:
-    """Write a PNG atomically (temp file beside it, then os.replace): a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = temp_path_for(path)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=80, bbox_inches="tight")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return path
-
-
 def attention_figure(fig_cls: Any, entry: dict[str, Any], tokens: list[str]) -> Any:
     att = entry["attention"]
     probs = att["probs"]
@@ -282,3 +252,38 @@ def save_views(data: dict[str, Any], out: str | Path) -> list[Path]:
             if key in entry:
                 written.append(save_figure(figure(fig_cls, entry, tokens), out / f"{key}_{entry['layer']}.png"))
     return written
+
+
+# ---- the inspect plan ------------------------------------------------------------------------------
+
+def inspect_run(guid: str, prompt: str, out: str | Path, root: str | Path = ".", top_k: int = 5,
+                sample_tokens: int = 0, temperature: float = 0.8, sample_top_k: int = 0, top_p: float = 1.0,
+                seed: int | None = None, finetuned: bool = False, checkpoint: str = "",
+                log: Callable[[str], None] = print) -> dict[str, Any]:
+    """The views of a saved run on ``prompt`` (cut to its last n_ctx tokens), written under ``out``;
+    with ``sample_tokens`` also the probability of each token sampled after it."""
+    from baby import plans  # noqa: PLC0415 - plans dispatches here
+
+    plans.check_sampling(temperature, sample_top_k, top_p, seed, sample_tokens)
+    plans.check_text(prompt, "--prompt")
+    if not isinstance(top_k, int) or top_k < 1:
+        raise plans.ConfigError(f"--top-k={top_k!r}: must be an integer >= 1")
+    run = plans.Run(plans.RunStore(root), guid, plans.FINETUNED if finetuned else "")
+    model = run.model(checkpoint)
+    tok = run.tokenizer
+    ids = (list(tok.encode(prompt)) if prompt else plans.empty_prompt(tok))[-model.cfg.n_ctx:]
+
+    def decode(i: int) -> str:
+        return tok.decode([i])
+
+    data = views(model, ids, decode, min(top_k, model.n_vocab))
+    data.update(guid=guid, prompt=prompt)
+    if sample_tokens:
+        data["sampling"] = sampling_view(model, ids, decode, sample_tokens, temperature, sample_top_k, top_p,
+                                         run.cfg.seed if seed is None else seed, **plans.sampling_ids(tok))
+    files = save_views(data, out)
+    if figure_class() is None:
+        log("notice: matplotlib is not installed: the views are written as JSON only (pip install matplotlib)")
+    for path in files:
+        log(f"wrote {path}")
+    return data

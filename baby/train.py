@@ -20,6 +20,7 @@ import numpy
 from baby import backend
 from baby.config import Config, parse_warmup, parse_word_counts
 from baby.data import Batches, eval_batches
+from baby.health import Health
 from baby.nn.layers import cross_entropy
 from baby.nn.model import GPT
 from baby.optim import AdamW, lr_at
@@ -60,27 +61,36 @@ class StepResult:
 
     loss: Any  # mean training loss over the micro-batches, auxiliary losses included
     grad_norm: Any  # global gradient norm before clipping
+    health: Any = None  # the step's health figures (baby.health), when they were measured
 
 
 def train_step(model: GPT, opt: AdamW, micro_batches: Iterable[tuple[Any, Any, Any]], lr: float,
-               clip: float, ignore: int = -1) -> StepResult:
+               clip: float, ignore: int = -1, health: Health | None = None) -> StepResult:
     """The one training step of the package (train, the benchmarks and MQAR): forward, loss and
     backward over each (inputs, targets, dropout rng) micro-batch, the mean of their gradients,
-    clipping to ``clip`` (0: off), then AdamW at learning rate ``lr``."""
+    clipping to ``clip`` (0: off), then AdamW at learning rate ``lr``. With ``health`` the step
+    also measures its health figures (left on the device in the result)."""
     model.train()
     opt.zero_grad()
     total, count = 0.0, 0
     for x, y, rng in micro_batches:
-        logits = model.forward(x, model.context(x, rng=rng))
+        ctx = model.context(x, rng=rng)
+        if health is not None:
+            ctx.residual = []
+        logits = model.forward(x, ctx)
         loss, dlogits = cross_entropy(logits, y, ignore)
         model.backward(dlogits)
         total = total + loss + model.extra_loss()
         count += 1
+        if health is not None:
+            health.add_residual(ctx.residual)
     if count > 1:  # the mean over micro-batches, auxiliary-loss gradients included
         opt.flat_grad *= 1.0 / count
+    if health is not None:
+        health.before_step(opt)
     norm = opt.clip(clip)
     opt.step(lr)
-    return StepResult(total / max(count, 1), norm)
+    return StepResult(total / max(count, 1), norm, health.after_step(opt) if health is not None else None)
 
 
 @dataclass(frozen=True)
@@ -115,7 +125,11 @@ class Trainer:
         self.step = 0
         self.seconds = 0.0  # training time only (evaluation and checkpoints excluded)
         self.curves: dict[str, list[Any]] = {"step": [], "train_loss": [], "val_loss": [], "lr": [],
-                                             "tokens_per_second": []}
+                                             "tokens_per_second": [], "health": []}
+        # training health (baby.health): measured on the logged steps only, read with the loss there
+        self.health: Health | None = Health(model, self.opt)
+        self.last_health: Any = None
+        self.clipped: Any = 0  # device counter of the steps whose gradient norm was clipped
         self.lines: list[str] = []
         # learning-curve checkpoints: words seen = training tokens consumed x words per token
         self.words_per_token, self.on_words = words_per_token, on_words
@@ -134,14 +148,23 @@ class Trainer:
 
     def train_step(self) -> StepResult:
         """One optimizer step over n_accumulate micro-batches; the result stays on the device."""
-        result = train_step(self.model, self.opt, self.micro_batches(), self.lr(), self.cfg.r_clip)
+        measure = self.health if self.logs_after(self.step + 1) else None
+        result = train_step(self.model, self.opt, self.micro_batches(), self.lr(), self.cfg.r_clip, health=measure)
         self.step += 1
         self.watch(result)
+        if result.health is not None:
+            self.last_health = result.health
         return result
+
+    def logs_after(self, step: int) -> bool:
+        """Whether the loop prints a progress line after ``step`` (the steps whose health is measured)."""
+        return step % self.log_every == 0 or step % self.eval_every == 0 or step == self.total_steps
 
     def watch(self, result: StepResult) -> None:
         """Remember the first non-finite step on the device; ``check_health`` reads it at sync points."""
         xp = backend.xp
+        if self.cfg.r_clip > 0:
+            self.clipped = self.clipped + (result.grad_norm > self.cfg.r_clip)
         bad = ~(xp.isfinite(result.loss) & xp.isfinite(result.grad_norm))
         now = xp.stack([xp.asarray(self.step, dtype=xp.float64), xp.asarray(result.loss, dtype=xp.float64),
                         xp.asarray(result.grad_norm, dtype=xp.float64)])
@@ -206,7 +229,7 @@ class Trainer:
             window_steps += 1
             last = self.step == self.total_steps
             evaluating = self.step % self.eval_every == 0 or last
-            if self.step % self.log_every == 0 or evaluating:
+            if self.logs_after(self.step):
                 self.check_health()
                 loss = float(backend.to_host(window_loss)) / window_steps
                 elapsed = time.perf_counter() - window_start
@@ -279,6 +302,14 @@ class Trainer:
         c["val_loss"].append(None)
         c["lr"].append(self.lr())
         c["tokens_per_second"].append(speed)
+        if self.health is not None and self.last_health is not None:
+            c["health"].append({"step": self.step, **self.health.read(self.last_health),
+                                "clipped_steps": self.clipped_steps})
+            self.last_health = None
+
+    @property
+    def clipped_steps(self) -> int:
+        return int(backend.to_host(self.clipped)) if not isinstance(self.clipped, int) else self.clipped
 
     def summary(self) -> dict[str, Any]:
         vals = [v for v in self.curves["val_loss"] if v is not None and math.isfinite(v)]
@@ -293,7 +324,7 @@ class Trainer:
             "achieved_gflops": speed * flops["training"] / 1e9,
             "final_train_loss": self.curves["train_loss"][-1] if self.curves["train_loss"] else None,
             "final_val_loss": vals[-1] if vals else None, "best_val_loss": min(vals) if vals else None,
-            "curves": self.curves, "log": self.lines,
+            "clipped_steps": self.clipped_steps, "curves": self.curves, "log": self.lines,
         }
 
     # ---- checkpoints -------------------------------------------------------------------------------
@@ -301,12 +332,14 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         opt = self.opt.state_dict()
         return {"step": self.step, "seconds": self.seconds, "curves": self.curves, "lines": self.lines,
+                "clipped_steps": self.clipped_steps,
                 "adam_t": opt["t"], "adam_m": backend.to_host(opt["m"]), "adam_v": backend.to_host(opt["v"])}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step, self.seconds = int(state["step"]), float(state["seconds"])
         self.curves = {key: list(state["curves"].get(key, [])) for key in self.curves}
         self.lines = list(state["lines"])
+        self.clipped = int(state.get("clipped_steps", 0))
         self.opt.load_state_dict({"t": state["adam_t"], "m": state["adam_m"], "v": state["adam_v"]})
 
 

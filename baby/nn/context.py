@@ -21,6 +21,7 @@ class Context:
     state: dict[Any, Any] | None = None
     shared: dict[str, Any] = field(default_factory=dict)
     capture: dict[Any, dict[str, Any]] | None = None
+    residual: list[Any] | None = None  # when a list, the model appends each block's residual RMS (health)
 
     @property
     def decoding(self) -> bool:

@@ -97,6 +97,8 @@ class GPT(Module):
         x = self.drop(x, ctx.rng)
         for block in self.blocks:
             x = block(x, ctx)
+            if ctx.residual is not None:  # training health, on the steps it is measured (a device scalar)
+                ctx.residual.append(backend.xp.sqrt(backend.xp.mean(x * x, dtype=backend.xp.float64)))
         h = self.norm(x)
         self.h = h
         return self.head(h) if self.head is not None else matmul2d(h, self.tok.weight.data.T)
