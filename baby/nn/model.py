@@ -29,6 +29,7 @@ class Residual(Module):
         return x + self.drop(self.inner(self.norm(x), ctx), ctx.rng)
 
     def backward(self, dy: Any) -> Any:
+        # d: y = x + drop(inner(norm(x))): dx = dy + norm'(inner'(drop'(dy))); the identity path passes dy unchanged
         return dy + self.norm.backward(self.inner.backward(self.drop.backward(dy)))
 
 
@@ -48,6 +49,7 @@ class Block(Module):
         return x
 
     def backward(self, dy: Any) -> Any:
+        # d: x -> part_1 -> ... -> part_n: the chain rule runs the parts' backwards in reverse order
         for part in reversed(self.parts):
             dy = part.backward(dy)
         return dy
@@ -105,6 +107,8 @@ class GPT(Module):
 
     def backward(self, dlogits: Any) -> None:
         """Accumulate every parameter's gradient from dLoss/dlogits."""
+        # d: logits = h @ W_head (tied: h @ tok^T): dh = dlogits @ W_head^T, dW_head = h^T @ dlogits
+        #    (tied: dtok += dlogits^T @ h); then the final norm, the blocks in reverse, dropout, the embeddings
         h, self.h = self.h, None
         if self.head is not None:
             dh = self.head.backward(dlogits)

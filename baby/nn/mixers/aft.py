@@ -39,6 +39,7 @@ class AttentionFree(PrefixMeanMixer):
         return w
 
     def key_weights_backward(self, dw: Any) -> Any:
+        # d: w = exp(C tanh(k / C)): dw/dk = w (1 - tanh^2(k / C)), so dk = dw * w * (1 - capped^2)
         capped, w = self.weight_cache
         self.weight_cache = None
         return dw * w * (1.0 - capped * capped)

@@ -111,6 +111,8 @@ class Induction(Mixer):
         return self.proj(y.reshape(b, t, c))
 
     def backward(self, dout: Any) -> Any:
+        # d: y = sum_j p_j v_j + p_sink sv, p = softmax(s), s_j = q . k_j * scale, k_j = k[c_j], v_j = v[c_j + 1]:
+        #    dp, ds, dq, dk_j, dv_j as written below; the gathers' backward is a scatter-add onto rows c_j, c_j + 1
         xp = backend.xp
         q, kc, vc, p, key_rows, value_rows, n_keys = self.cache
         self.cache = None

@@ -28,6 +28,8 @@ class MixtureOfHeads(GatedHeadAttention):
         return y * (self.n_heads * heads_first(g))
 
     def mix_heads_backward(self, dy: Any) -> tuple[Any, Any]:
+        # d: m_h = H g_h y_h (g_h broadcast over the head width D): dy_h = H g_h dm_h,
+        #    dg_h = H <dm_h, y_h> (summed over D), then through the gate's softmax (scores_backward)
         y, g = self.gate_cache
         self.gate_cache = None
         dg = self.n_heads * heads_last((dy * y).sum(axis=-1, keepdims=True))

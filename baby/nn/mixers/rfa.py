@@ -153,6 +153,10 @@ class FocusedAttention(HeadAttention):
         return xp.concatenate([window, xp.broadcast_to(memory, window.shape[:-1] + (1,))], axis=-1)
 
     def attend_heads_backward(self, dy: Any) -> tuple[Any, Any, Any]:
+        # d: s = [q kw^T, q . mk] * scale + bias, p = softmax(s), y = p_win vw + p_mem mv:
+        #    dvw = p_win^T dy, dmv = p_mem dy, dp = [dy vw^T, dy . mv], ds = p * (dp - rowsum(p * dp)) * scale,
+        #    dq = ds_win kw + ds_mem mk, dkw = ds_win^T q, dmk = ds_mem q; windows fold back onto their positions
+        #    (fold_windows) and mk_t = sum_{j<=t-W} k_j / n_t gives each j <= t-W dmk_t / n_t (memory_backward)
         qb, kw, vw, mem_kb, mem_vb, inv_n, ok, p = self.attn_cache
         self.attn_cache = None
         w = self.window
@@ -179,6 +183,7 @@ class FocusedAttention(HeadAttention):
 
     def memory_backward(self, dsum: Any) -> Any:
         """Query i's memory sum holds keys j <= i - W, so key j gets the sum of dsum_i over i >= j + W."""
+        # d: sum_i = sum_{j <= i-W} k_j:  dk_j = sum_{i >= j+W} dsum_i, a suffix sum shifted by W
         out = backend.xp.zeros_like(dsum)
         w, t = self.window, dsum.shape[2]
         if t > w:
