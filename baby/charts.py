@@ -104,7 +104,7 @@ def draw_health(axes: Any, report: dict[str, Any]) -> None:
 
 
 def run_figure(fig_cls: Any, report: dict[str, Any], title: str = "") -> Any:
-    fig, axes = subplots(fig_cls, 2, 3, (14, 7))
+    fig, axes = subplots(fig_cls, 2, 3, (12, 6.4))
     draw_training(axes[0], report)
     draw_health(axes[1], report)
     fig.suptitle(title or f"run {report.get('guid', '')}", fontsize=11)
