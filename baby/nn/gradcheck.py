@@ -99,18 +99,23 @@ def relative_errors(module: Module, x: Any, run: Callable[[Any], Any], seed: int
         worst = 0.0
         for _ in range(directions):
             d = xp.asarray(rng.standard_normal(value.shape))
-            saved = value.copy()
-            value += eps * d
-            plus = loss_at()
-            value[...] = saved - eps * d
-            minus = loss_at()
-            value[...] = saved
-            numeric, analytic = (plus - minus) / (2 * eps), float((grads[name] * d).sum())
+            numeric, analytic = central_difference(value, d, eps, loss_at), float((grads[name] * d).sum())
             scale = max(abs(analytic), abs(numeric), 1e-12)
             err = abs(analytic - numeric) / scale
             worst = err if not (err <= worst) else worst  # NaN wins: it must be seen
         errors[name] = worst
     return errors
+
+
+def central_difference(value: Any, d: Any, eps: float, loss_at: Callable[[], float]) -> float:
+    """(L(t + eps d) - L(t - eps d)) / (2 eps), perturbing ``value`` in place and restoring it."""
+    saved = value.copy()
+    losses = []
+    for sign in (1.0, -1.0):
+        value[...] = saved + sign * eps * d
+        losses.append(loss_at())
+    value[...] = saved
+    return (losses[0] - losses[1]) / (2 * eps)
 
 
 def resolve(name_or_class: str | type, kind: str | None = None) -> tuple[str, type]:
