@@ -90,3 +90,13 @@ def test_gradcheck_by_name_passes_and_catches_a_flipped_sign(capsys: pytest.Capt
     bad = gradcheck.check_by_name(Broken, log=None)
     assert bad["input"] > 1e-2 and bad["kv.weight"] > 1e-2
     assert main(["gradcheck", "rms", "swh"]) == 0
+
+
+def test_the_learner_config_agrees_with_the_real_one() -> None:
+    from baby.config import Config
+    from baby.nn import core
+
+    mine, real = gradcheck.learner_config(), Config(gradcheck.LEARNER_CONFIG)
+    keys = {s.key for kind in ("mixer", "network") for e in core.entries(kind) for s in e.settings}
+    for key in keys | {"head_width", "hidden", "n_emb", "n_heads", "n_ctx", "c_bias", "c_position", "r_temp"}:
+        assert getattr(mine, key) == getattr(real, key), key

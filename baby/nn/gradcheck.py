@@ -6,6 +6,7 @@ random direction d:  <grad, d>  vs  (L(t + eps d) - L(t - eps d)) / (2 eps). Run
 """
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any, Callable
 
 import numpy
@@ -71,7 +72,7 @@ def check_module(module: Module, x: Any, forward: Callable[[Any], Any] | None = 
 # ---- the live check of the notebook and of ``python -m baby gradcheck`` --------------------------
 
 LEARNER_CONFIG = {"n_ctx": 12, "n_emb": 16, "n_heads": 4, "n_layers": 2, "c_position": "rope", "s_window": 3,
-                  "seed": 3}
+                  "c_bias": True, "r_temp": 1.0, "r_hidden": 4.0, "c_network": "", "seed": 3}
 LEARNER_TOLERANCE = 1e-4  # worst relative error accepted: float64 central differences reach ~1e-8
 
 
@@ -135,13 +136,25 @@ def resolve(name_or_class: str | type, kind: str | None = None) -> tuple[str, ty
     raise ConfigError(f"gradcheck: unknown module {name_or_class!r}: allowed {', '.join(allowed)}")
 
 
+def learner_config(**overrides: Any) -> SimpleNamespace:
+    """The tiny config of the learner's check, made here because ``baby.config`` sits above ``baby.nn``:
+    every registered variant's setting defaults, LEARNER_CONFIG, the overrides, and the two derived
+    widths the modules read (head_width and hidden, as ``Config`` derives them)."""
+    from baby.nn import core  # noqa: PLC0415
+
+    values = {s.key: s.default for kind in ("mixer", "network") for e in core.entries(kind) for s in e.settings}
+    values.update(LEARNER_CONFIG, **overrides)
+    values.setdefault("head_width", values.pop("head_size", 0) or values["n_emb"])
+    values.setdefault("hidden", max(1, int(round(values["r_hidden"] * values["n_emb"]))))
+    return SimpleNamespace(**values)
+
+
 def check_by_name(name_or_class: str | type, kind: str | None = None, seed: int = 0,
-                  log: Callable[[str], None] | None = print, **settings: Any) -> dict[str, float]:
+                  log: Callable[[str], None] | None = print, cfg: Any = None, **settings: Any) -> dict[str, float]:
     """Gradient-check one registered module (``"mha"``, ``"conv"``, ``"mlp"``, ``"rms"``) or a module
     class (e.g. a subclass with a broken backward) in float64 on a tiny input with repeated tokens;
     print and return the worst relative error per input and parameter. ``settings`` override the
-    tiny config (e.g. ``c_bias=False``)."""
-    from baby.config import Config  # noqa: PLC0415
+    tiny config (e.g. ``c_bias=False``); ``cfg`` replaces it (e.g. a ``baby.config.Config``)."""
     from baby.nn.context import Context  # noqa: PLC0415
 
     kind, cls = resolve(name_or_class, kind)
@@ -157,7 +170,7 @@ def check_by_name(name_or_class: str | type, kind: str | None = None, seed: int 
             x = xp.asarray(rng.standard_normal((3, 4, 8)))
             errors = relative_errors(module, x, module.forward, seed)
         else:
-            cfg = Config({**LEARNER_CONFIG, **settings})
+            cfg = cfg if cfg is not None else learner_config(**settings)
             module = cls(cfg, rng)
             if getattr(module, "straight_through", False):
                 module.straight_through = False  # swh: the gate's gradient is a surrogate, see swh.py
