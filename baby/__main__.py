@@ -1,4 +1,4 @@
-"""Command line: python -m baby {train,finetune,inference,delete,info,bench} ...
+"""Command line: python -m baby {train,finetune,inference,eval,delete,info,inspect,plot,gradcheck,bench} ...
 
 Errors a user can fix (bad settings, GUIDs, files, devices) print one line and exit with status 2;
 anything else is a bug and keeps its traceback.
@@ -120,6 +120,29 @@ def parser() -> argparse.ArgumentParser:
     p = add("import", "turn a Hugging Face GPT-2 or LLaMA directory into a new run")
     p.add_argument("--from", dest="source", required=True, help="directory with config.json, model.safetensors, tokenizer.json")
 
+    p = add("inspect", "the inside views of a run on a prompt: attention maps, induction matches, conv kernels, "
+            "next-token probabilities (PNG + JSON)")
+    p.add_argument("--guid", required=True, help="the run to look inside")
+    p.add_argument("--prompt", default="", help="the text whose views are drawn (empty: <bos> alone)")
+    p.add_argument("--out", required=True, help="folder for views.json and the PNGs")
+    p.add_argument("--top-k", type=int, default=5, help="next tokens shown per prompt position")
+    p.add_argument("--sample", type=int, default=0, metavar="N", help="also sample N tokens and show each one's probability")
+    p.add_argument("--temperature", type=float, default=0.8, help="sampling temperature of --sample")
+    p.add_argument("--sample-top-k", type=int, default=0, help="top-k filter while sampling (0: off)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus mass while sampling (1: off)")
+    p.add_argument("--seed", type=int, default=None, help="sampling seed (none: the run's seed)")
+    p.add_argument("--finetuned", action="store_true", help="use the _finetuned model")
+    p.add_argument("--checkpoint", default="", help="a learning-curve checkpoint, e.g. 1M")
+
+    p = add("plot", "overlay the training curves of several runs in one PNG")
+    p.add_argument("--guid", action="append", required=True, help="a run (repeatable)")
+    p.add_argument("--out", required=True, help="the PNG to write")
+    p.add_argument("--finetuned", action="store_true", help="plot the _finetuned runs")
+
+    p = sub.add_parser("gradcheck", help="check hand-written backward passes against float64 central differences",
+                       formatter_class=Help)
+    p.add_argument("names", nargs="*", help="registered mixers, networks or norms (default: all)")
+
     p = sub.add_parser("split", help="hold out the last part of every input file (for perplexity)", formatter_class=Help)
     p.add_argument("--input", nargs="+", required=True, help="text files, directories or .gz files")
     p.add_argument("--holdout", type=float, default=0.05, help="fraction of each file held out")
@@ -151,6 +174,9 @@ def run(argv: list[str]) -> int:
         from baby.config import settings_table  # noqa: PLC0415
         print(settings_table())
         return 0
+    if args.plan == "gradcheck":
+        from baby.nn.gradcheck import check_names  # noqa: PLC0415
+        return 0 if check_names(args.names) else 1
     if args.plan == "bench":
         module = importlib.import_module(f"baby.bench.{args.name}")
         return int(module.main(args.args) or 0)
@@ -197,6 +223,12 @@ def dispatch(args: argparse.Namespace) -> int:
     elif args.plan == "info":
         plans.run_plan("info", guid=args.guid, model=args.model, config=args.config, overrides=overrides(args.set),
                        probe=not args.no_probe, as_json=args.json, **common)
+    elif args.plan == "inspect":
+        plans.run_plan("inspect", guid=args.guid, prompt=args.prompt, out=args.out, top_k=args.top_k,
+                       sample_tokens=args.sample, temperature=args.temperature, sample_top_k=args.sample_top_k,
+                       top_p=args.top_p, seed=args.seed, finetuned=args.finetuned, checkpoint=args.checkpoint, **common)
+    elif args.plan == "plot":
+        plans.run_plan("plot", guids=args.guid, out=args.out, finetuned=args.finetuned, **common)
     return 0
 
 

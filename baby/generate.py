@@ -25,6 +25,7 @@ class Generation:
     used_cache: bool
     prefills: int = 0
     notices: list[str] = field(default_factory=list)
+    probabilities: list[float] = field(default_factory=list)  # of each sampled token, as it was drawn
 
     @property
     def tokens_per_second(self) -> float:
@@ -50,11 +51,15 @@ def filter_logits(logits: numpy.ndarray, temperature: float, top_k: int, top_p: 
     return p
 
 
-def pick(logits: numpy.ndarray, temperature: float, top_k: int, top_p: float, rng: numpy.random.Generator) -> int:
+def pick(logits: numpy.ndarray, temperature: float, top_k: int, top_p: float,
+         rng: numpy.random.Generator) -> tuple[int, float]:
+    """(token, its probability under the filters); greedy reports the plain softmax probability."""
     if temperature <= 0:
-        return int(numpy.argmax(logits))
+        token = int(numpy.argmax(logits))
+        return token, float(filter_logits(logits, 1.0, 0, 1.0)[token])
     p = filter_logits(logits, temperature, top_k, top_p)
-    return int(rng.choice(p.size, p=p))
+    token = int(rng.choice(p.size, p=p))
+    return token, float(p[token])
 
 
 def generate(model: GPT, prompt: list[int] | numpy.ndarray, max_tokens: int, temperature: float = 1.0,
@@ -77,6 +82,7 @@ def generate(model: GPT, prompt: list[int] | numpy.ndarray, max_tokens: int, tem
     was_training = model.training
     model.eval()
     prompt_len, prefills, state, filled = len(ids), 0, None, 0
+    chances: list[float] = []
     start = time.perf_counter()
     try:
         for _ in range(max_tokens):
@@ -96,7 +102,9 @@ def generate(model: GPT, prompt: list[int] | numpy.ndarray, max_tokens: int, tem
             last = backend.to_host(logits[0, -1]).astype(numpy.float64)
             if banned:
                 last[list(banned)] = -numpy.inf
-            ids.append(pick(last, temperature, top_k, top_p, rng))
+            token, chance = pick(last, temperature, top_k, top_p, rng)
+            ids.append(token)
+            chances.append(chance)
             if on_token is not None:
                 on_token(ids[prompt_len:])
             if ids[-1] in stop:
@@ -105,4 +113,4 @@ def generate(model: GPT, prompt: list[int] | numpy.ndarray, max_tokens: int, tem
         model.train(was_training)
     backend.sync()
     seconds = time.perf_counter() - start
-    return Generation(ids[prompt_len:], prompt_len, seconds, use_cache, prefills, notices)
+    return Generation(ids[prompt_len:], prompt_len, seconds, use_cache, prefills, notices, chances)

@@ -35,6 +35,7 @@ def _current_umask() -> int:
 
 
 _UMASK = _current_umask()
+FILE_MODE = 0o666 & ~_UMASK  # run files are shared like any other file (mkstemp makes 0600)
 
 
 def finite_or_none(data: Any) -> Any:

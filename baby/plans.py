@@ -1,4 +1,5 @@
-"""The plans - train, resume, finetune, inference, delete, info - shared by the CLI and the notebook.
+"""The plans - train, resume, finetune, inference, eval, delete, info, inspect, plot - shared by the CLI
+and the notebook.
 
 Each plan validates everything it was given (config, GUID, files) before it writes anything, and
 writes every file atomically, so a bad request never damages an existing run.
@@ -15,6 +16,7 @@ from typing import Any, Callable
 import numpy
 
 from baby import backend, distributed
+from baby.charts import plot as plot_runs, save_run_chart
 from baby.config import Config, ConfigError
 from baby.distributed import Communicator
 from baby.corpus import CorpusError, count_words, encode_documents, fingerprint, read_documents
@@ -32,8 +34,8 @@ from baby.train import Diverged, Trainer, schedule, unigram_entropy
 
 Log = Callable[[str], None]
 
-__all__ = ["train", "resume", "finetune", "inference", "delete", "info", "evaluate", "PLANS", "run_plan",
-           "model_to_dict", "load_weights", "Run", "RESUME_SETTINGS", "format_info", "export", "import_hf"]
+__all__ = ["train", "resume", "finetune", "inference", "delete", "info", "evaluate", "inspect", "plot_runs", "PLANS",
+           "run_plan", "model_to_dict", "load_weights", "Run", "RESUME_SETTINGS", "format_info", "export", "import_hf"]
 
 
 def say(line: str) -> None:
@@ -340,6 +342,7 @@ def _train_and_finish(store: RunStore, guid: str, cfg: Config, tokenizer: Tokeni
               "flops_per_token": flops, "unigram_entropy": unigram_entropy(train_tokens),
               "device": backend.device_name, **summary}
     store.write("report", guid, report, suffix)
+    save_run_chart(store, guid, suffix, report, log)
     gen = generate(model, empty_prompt(tokenizer), cfg.n_sample_tokens, cfg.r_sample_temp, cfg.n_top_k,
                    cfg.r_top_p, seed=cfg.seed, **sampling_ids(tokenizer))
     store.write("completion", guid, completion_record(tokenizer, "", gen, cfg.n_sample_tokens, {
@@ -639,10 +642,17 @@ def runs_plan(root: str | Path = ".", as_json: bool = False, log: Log = say) -> 
     return rows
 
 
+def inspect(guid: str, prompt: str, out: str | Path, **options: Any) -> dict[str, Any]:
+    """The inside views of a run on a prompt (attention, induction, conv, next tokens); see ``baby.inside``."""
+    from baby.inside import inspect_run  # noqa: PLC0415 - it builds on this module
+
+    return inspect_run(guid, prompt, out, **options)
+
+
 PLANS: dict[str, Callable[..., Any]] = {
     "train": train, "resume": resume, "finetune": finetune, "inference": inference,
     "eval": evaluate, "delete": delete, "info": info_plan, "export": export, "import": import_hf,
-    "runs": runs_plan,
+    "runs": runs_plan, "inspect": inspect, "plot": plot_runs,
 }
 
 

@@ -9,6 +9,7 @@ Layout under a root directory (default: the current directory)::
     models/checkpoint_<guid>.json                 resumable state (kept after the end: extendable)
     outputs/report_<guid>[_finetuned].json        training analysis
     outputs/completion_<guid>[_finetuned|_<yyyymmddhhmmss>].json
+    outputs/chart_<guid>[_finetuned].png           training charts (when matplotlib is installed)
 
 A GUID (``33bd6583-1b87-4469-b55e-0ccb8fd0441c``, or 32 bare hex digits) is validated before any path is
 built from it; nothing here unpickles anything.
@@ -27,13 +28,18 @@ from baby.jsonio import FileFault, orphan_temps, probe_writable, read_json, writ
 # digits (this project's earlier form) keep working. Neither holds "_", which separates file suffixes.
 GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{32}")
 FOLDERS = {"config": "configs", "tokenizer": "tokenizers", "model": "models", "checkpoint": "models",
-           "report": "outputs", "completion": "outputs", "eval": "outputs"}
+           "report": "outputs", "completion": "outputs", "eval": "outputs", "chart": "outputs"}
+EXTENSIONS = {"chart": ".png"}  # every other kind is JSON
 SUFFIX = re.compile(r"(|_finetuned|_\d{14}|_chck_[0-9A-Za-z.]+|_finetuned_\d{14})")
 
 
 # A GUID, run file or path that cannot be used; the message says which and why. One kind with the
 # file faults of jsonio (and formats' FormatError), so callers catch one error for "this file is bad".
 RunError = FileFault
+
+
+def extension(kind: str) -> str:
+    return EXTENSIONS.get(kind, ".json")
 
 
 def new_guid() -> str:
@@ -57,7 +63,7 @@ class RunStore:
             raise RunError(f"unknown run file kind {kind!r}")
         if not SUFFIX.fullmatch(suffix):
             raise RunError(f"bad run file suffix {suffix!r}")
-        return self.root / FOLDERS[kind] / f"{kind}_{guid}{suffix}.json"
+        return self.root / FOLDERS[kind] / f"{kind}_{guid}{suffix}{extension(kind)}"
 
     def folders(self) -> list[Path]:
         return [self.root / f for f in sorted(set(FOLDERS.values()))]
@@ -70,9 +76,9 @@ class RunStore:
             directory = self.root / folder
             if not directory.is_dir():
                 continue
-            prefix = f"{kind}_{guid}"
-            for p in directory.glob(f"{prefix}*.json"):
-                rest = p.name[len(prefix):-len(".json")]
+            prefix, ext = f"{kind}_{guid}", extension(kind)
+            for p in directory.glob(f"{prefix}*{ext}"):
+                rest = p.name[len(prefix):-len(ext)]
                 if SUFFIX.fullmatch(rest):
                     found.append(p)
         return sorted(set(found))

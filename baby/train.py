@@ -21,6 +21,7 @@ from baby import backend
 from baby.config import Config, parse_warmup, parse_word_counts
 from baby.data import Batches, eval_batches
 from baby.distributed import Communicator
+from baby.health import Health
 from baby.nn.layers import cross_entropy
 from baby.nn.model import GPT
 from baby.optim import AdamW, LossScale, lr_at
@@ -62,35 +63,45 @@ class StepResult:
     loss: Any  # mean training loss over the micro-batches, auxiliary losses included
     grad_norm: Any  # global gradient norm before clipping (unscaled)
     applied: Any = True  # False where fp16 gradients overflowed and the update was skipped
+    health: Any = None  # the step's health figures (baby.health), when they were measured
 
 
 def train_step(model: GPT, opt: AdamW, micro_batches: Iterable[tuple[Any, Any, Any]], lr: float,
-               clip: float, ignore: int = -1, scaler: LossScale | None = None, comm: Any = None) -> StepResult:
+               clip: float, ignore: int = -1, scaler: LossScale | None = None, comm: Any = None,
+               health: Health | None = None) -> StepResult:
     """The one training step of the package (train, the benchmarks and MQAR): forward, loss and
     backward over each (inputs, targets, dropout rng) micro-batch, the mean of their gradients,
     (the all-reduce over ranks), clipping to ``clip`` (0: off), then AdamW at learning rate ``lr``.
     With a ``scaler`` (fp16) the gradients are computed for scale x loss, unscaled in fp32 by the
-    optimizer, and a step whose gradients overflowed is skipped (on the device, no host sync)."""
+    optimizer, and a step whose gradients overflowed is skipped (on the device, no host sync).
+    With ``health`` the step also measures its health figures (left on the device in the result)."""
     model.train()
     opt.zero_grad()
     scale = scaler.scale if scaler is not None else 1.0
     total, count = 0.0, 0
     for x, y, rng in micro_batches:
-        logits = model.forward(x, model.context(x, rng=rng, grad_scale=scale))
+        ctx = model.context(x, rng=rng, grad_scale=scale)
+        if health is not None:
+            ctx.residual = []
+        logits = model.forward(x, ctx)
         loss, dlogits = cross_entropy(logits, y, ignore, grad_scale=scale)
         model.backward(dlogits)
         total = total + loss + model.extra_loss()
         count += 1
+        if health is not None:
+            health.add_residual(ctx.residual)
     if count > 1:  # the mean over micro-batches, auxiliary-loss gradients included
         opt.flat_grad *= 1.0 / count
     if comm is not None:
         comm.all_reduce_mean(opt.flat_grad)
     applied = opt.unscale(scale) if scaler is not None else True
+    if health is not None:
+        health.before_step(opt)
     norm = opt.clip(clip)
     opt.step(lr, applied if scaler is not None else None)
     if scaler is not None:
         scaler.update(applied)
-    return StepResult(total / max(count, 1), norm, applied)
+    return StepResult(total / max(count, 1), norm, applied, health.after_step(opt) if health is not None else None)
 
 
 @dataclass(frozen=True)
@@ -128,7 +139,11 @@ class Trainer:
         self.step = 0
         self.seconds = 0.0  # training time only (evaluation and checkpoints excluded)
         self.curves: dict[str, list[Any]] = {"step": [], "train_loss": [], "val_loss": [], "lr": [],
-                                             "tokens_per_second": []}
+                                             "tokens_per_second": [], "health": []}
+        # training health (baby.health): measured on the logged steps only, read with the loss there
+        self.health: Health | None = Health(model, self.opt)
+        self.last_health: Any = None
+        self.clipped: Any = 0  # device counter of the steps whose gradient norm was clipped
         self.lines: list[str] = []
         # learning-curve checkpoints: words seen = training tokens consumed x words per token
         self.words_per_token, self.on_words = words_per_token, on_words
@@ -151,15 +166,24 @@ class Trainer:
     def train_step(self) -> StepResult:
         """One optimizer step over n_accumulate micro-batches; the result stays on the device."""
         comm = self.comm if self.comm.size > 1 else None
+        measure = self.health if self.logs_after(self.step + 1) else None
         result = train_step(self.model, self.opt, self.micro_batches(), self.lr(), self.cfg.r_clip,
-                            scaler=self.scaler, comm=comm)
+                            scaler=self.scaler, comm=comm, health=measure)
         self.step += 1
         self.watch(result)
+        if result.health is not None:
+            self.last_health = result.health
         return result
+
+    def logs_after(self, step: int) -> bool:
+        """Whether the loop prints a progress line after ``step`` (the steps whose health is measured)."""
+        return step % self.log_every == 0 or step % self.eval_every == 0 or step == self.total_steps
 
     def watch(self, result: StepResult) -> None:
         """Remember the first non-finite step on the device; ``check_health`` reads it at sync points."""
         xp = backend.xp
+        if self.cfg.r_clip > 0:
+            self.clipped = self.clipped + (result.grad_norm > self.cfg.r_clip)
         # a skipped fp16 step (overflowed gradients, the scale halves) is not a divergence
         bad = ~(xp.isfinite(result.loss) & (xp.isfinite(result.grad_norm) | ~xp.asarray(result.applied)))
         now = xp.stack([xp.asarray(self.step, dtype=xp.float64), xp.asarray(result.loss, dtype=xp.float64),
@@ -222,7 +246,7 @@ class Trainer:
             window_steps += 1
             last = self.step == self.total_steps
             evaluating = self.step % self.eval_every == 0 or last
-            if self.step % self.log_every == 0 or evaluating:
+            if self.logs_after(self.step):
                 self.check_health()
                 loss = self.agree(window_loss) / window_steps
                 elapsed = watch.seconds()  # the window's training time (the one sync of the window)
@@ -313,6 +337,14 @@ class Trainer:
         c["val_loss"].append(None)
         c["lr"].append(self.lr())
         c["tokens_per_second"].append(speed)
+        if self.health is not None and self.last_health is not None:
+            c["health"].append({"step": self.step, **self.health.read(self.last_health),
+                                "clipped_steps": self.clipped_steps})
+            self.last_health = None
+
+    @property
+    def clipped_steps(self) -> int:
+        return int(backend.to_host(self.clipped)) if not isinstance(self.clipped, int) else self.clipped
 
     def summary(self) -> dict[str, Any]:
         vals = [v for v in self.curves["val_loss"] if v is not None and math.isfinite(v)]
@@ -327,7 +359,7 @@ class Trainer:
             "achieved_gflops": speed * flops["training"] / 1e9,
             "final_train_loss": self.curves["train_loss"][-1] if self.curves["train_loss"] else None,
             "final_val_loss": vals[-1] if vals else None, "best_val_loss": min(vals) if vals else None,
-            "world_size": self.comm.size, "curves": self.curves, "log": self.lines,
+            "world_size": self.comm.size, "clipped_steps": self.clipped_steps, "curves": self.curves, "log": self.lines,
             **({"loss_scale": self.scaler.state_dict()} if self.scaler is not None else {}),
         }
 
@@ -336,6 +368,7 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         opt = self.opt.state_dict()
         state = {"step": self.step, "seconds": self.seconds, "curves": self.curves, "lines": self.lines,
+                 "clipped_steps": self.clipped_steps,
                  "adam_t": opt["t"], "adam_m": backend.to_host(opt["m"]), "adam_v": backend.to_host(opt["v"])}
         if self.scaler is not None:  # fp16: the fp32 masters and the loss scale resume exactly too
             state.update(adam_master=backend.to_host(opt["master"]), adam_applied=float(backend.to_host(opt["applied"])),
@@ -346,6 +379,7 @@ class Trainer:
         self.step, self.seconds = int(state["step"]), float(state["seconds"])
         self.curves = {key: list(state["curves"].get(key, [])) for key in self.curves}
         self.lines = list(state["lines"])
+        self.clipped = int(state.get("clipped_steps", 0))
         self.opt.load_state_dict({"t": state["adam_t"], "m": state["adam_m"], "v": state["adam_v"],
                                   "master": state.get("adam_master"), "applied": state.get("adam_applied", state["adam_t"])})
         if self.scaler is not None and isinstance(state.get("loss_scale"), dict):

@@ -500,7 +500,8 @@ def test_run_files_follow_the_umask_and_are_standard_json(tmp_path: Path, corpus
 
     for path in RunStore(tmp_path).files(guid):
         assert path.stat().st_mode & 0o777 == expected, path
-        json.loads(path.read_text(encoding="utf-8"), parse_constant=strict)
+        if path.suffix == ".json":  # charts are PNG
+            json.loads(path.read_text(encoding="utf-8"), parse_constant=strict)
 
 
 def test_a_guid_with_a_trailing_newline_is_refused(tmp_path: Path) -> None:

@@ -54,6 +54,7 @@ class Linear(Module):
         return y
 
     def backward(self, dy: Any) -> Any:
+        # d: y = x @ W + b:  dW = x^T @ dy and db = sum(dy) over all positions, dx = dy @ W^T
         x2 = self.x.reshape(-1, self.x.shape[-1])
         dy2 = dy.reshape(-1, dy.shape[-1])
         self.weight.grad += backend.matmul(x2.T, dy2)
@@ -75,6 +76,7 @@ class Embedding(Module):
         return self.weight.data[ids]
 
     def backward(self, dy: Any) -> None:
+        # d: y_n = W[ids_n]:  dW[i] = sum of dy_n over every n with ids_n = i (a scatter-add: repeats add up)
         backend.scatter_add(self.weight.grad, self.ids.reshape(-1), dy.reshape(-1, dy.shape[-1]))
         self.ids = None
 
@@ -104,6 +106,8 @@ class LayerNorm(Module):
         return y
 
     def backward(self, dy: Any) -> Any:
+        # d: xhat = (x - mean(x)) * rstd, y = xhat * gain + bias; with g = dy * gain:
+        #    dgain = sum(dy * xhat), dbias = sum(dy), dx = rstd * (g - mean(g) - xhat * mean(g * xhat))
         xhat, rstd = self.cache
         self.cache = None
         lead = tuple(range(dy.ndim - 1))
@@ -137,6 +141,8 @@ class RMSNorm(Module):
         return xhat * self.gain.data
 
     def backward(self, dy: Any) -> Any:
+        # d: xhat = x * r, r = 1 / sqrt(mean(x^2) + eps), y = xhat * gain; with g = dy * gain:
+        #    dgain = sum(dy * xhat), dx = r * (g - xhat * mean(g * xhat))  (LayerNorm without the centring)
         xhat, r = self.cache
         self.cache = None
         self.gain.grad += (dy * xhat).sum(axis=tuple(range(dy.ndim - 1)))
@@ -166,6 +172,7 @@ class Dropout(Module):
         return x * self.mask
 
     def backward(self, dy: Any) -> Any:
+        # d: y = x * mask (mask = keep / (1 - rate), fixed in the forward): dx = dy * mask
         return dy if self.mask is None else dy * self.mask
 
 
@@ -229,6 +236,7 @@ def silu(x: Any) -> tuple[Any, Any]:
 
 
 def silu_backward(x: Any, s: Any, dy: Any) -> Any:
+    # d: y = x s, s = sigmoid(x), s' = s (1 - s):  dx = dy (s + x s (1 - s)) = dy s (1 + x (1 - s))
     return dy * s * (1.0 + x * (1.0 - s))
 
 
@@ -247,6 +255,7 @@ def softmax(x: Any, axis: int = -1) -> Any:
 
 def softmax_backward_(p: Any, dp: Any, axis: int = -1) -> Any:
     """In place: dp becomes the gradient through p = softmax(s), p * (dp - <dp, p>)."""
+    # d: p = softmax(s): dp_i/ds_j = p_i (delta_ij - p_j), so ds = p * (dp - rowsum(p * dp))
     dp -= (dp * p).sum(axis=axis, keepdims=True, dtype=backend.accumulator(dp.dtype))
     dp *= p
     return dp
@@ -267,6 +276,7 @@ def cross_entropy(logits: Any, targets: Any, ignore: int = -1, grad_scale: Any =
 
         L = (1/N) sum_n [log sum_v exp z_nv - z_n,y_n],   dL/dz_nv = (softmax(z_n)_v - [v = y_n]) / N
     """
+    # d: L = mean_n (log sum_v exp z_nv - z_n,y_n):  dz = (softmax(z) - onehot(y)) / count, 0 on ignored rows
     xp = backend.xp
     dtype = logits.dtype
     flat = logits.reshape(-1, logits.shape[-1])

@@ -29,6 +29,7 @@ class Residual(Module):
         return x + self.drop(self.inner(self.norm(x), ctx), ctx.rng)
 
     def backward(self, dy: Any) -> Any:
+        # d: y = x + drop(inner(norm(x))): dx = dy + norm'(inner'(drop'(dy))); the identity path passes dy unchanged
         return dy + self.norm.backward(self.inner.backward(self.drop.backward(dy)))
 
 
@@ -48,6 +49,7 @@ class Block(Module):
         return x
 
     def backward(self, dy: Any) -> Any:
+        # d: x -> part_1 -> ... -> part_n: the chain rule runs the parts' backwards in reverse order
         for part in reversed(self.parts):
             dy = part.backward(dy)
         return dy
@@ -97,12 +99,16 @@ class GPT(Module):
         x = self.drop(x, ctx.rng)
         for block in self.blocks:
             x = block(x, ctx)
+            if ctx.residual is not None:  # training health, on the steps it is measured (a device scalar)
+                ctx.residual.append(backend.xp.sqrt(backend.xp.mean(x * x, dtype=backend.xp.float64)))
         h = self.norm(x)
         self.h = h
         return self.head(h) if self.head is not None else matmul2d(h, self.tok.weight.data.T)
 
     def backward(self, dlogits: Any) -> None:
         """Accumulate every parameter's gradient from dLoss/dlogits."""
+        # d: logits = h @ W_head (tied: h @ tok^T): dh = dlogits @ W_head^T, dW_head = h^T @ dlogits
+        #    (tied: dtok += dlogits^T @ h); then the final norm, the blocks in reverse, dropout, the embeddings
         h, self.h = self.h, None
         if self.head is not None:
             dh = self.head.backward(dlogits)

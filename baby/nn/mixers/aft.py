@@ -40,6 +40,7 @@ class AttentionFree(PrefixMeanMixer):
         return w
 
     def key_weights_backward(self, dw: Any) -> Any:
+        # d: w = exp(C tanh(k / C)): dw/dk = w (1 - tanh^2(k / C)), so dk = dw * w * (1 - capped^2)
         capped, w, dtype = self.weight_cache
         self.weight_cache = None
         # w = exp(CAP tanh(k / CAP)):  dk = dw * w * (1 - tanh^2), back in the keys' dtype

@@ -91,6 +91,10 @@ class DynamicConv(Mixer):
             levels.append(level)
         if state is None:
             self.cache = keep, levels
+        if ctx.capture is not None:  # per dilation: kernels (B, T, G, k), the padded input and the taps' sum
+            ctx.note(self, kernels=[lv[1] for lv in levels], padded=[lv[0] for lv in levels],
+                     outputs=[lv[2] for lv in levels], dilations=self.dilations,
+                     offsets=[self.offsets(di) for di in self.dilations])
         return self.proj(cur)
 
     def level_forward(self, i: int, cur: Any, padded: Any, dilation: int) -> tuple[Any, tuple]:
@@ -107,6 +111,8 @@ class DynamicConv(Mixer):
         return cur + gate * out, (padded, w, out, gate, dilation)
 
     def backward(self, dy: Any) -> Any:
+        # d: out = W_o cur_L, cur_{l+1} = level_l(cur_l), cur_0 = x * keep: the levels' backwards in reverse,
+        #    then the padding mask again (padding positions get no gradient)
         keep, levels = self.cache
         self.cache = None
         dcur = self.proj.backward(dy)
@@ -115,6 +121,9 @@ class DynamicConv(Mixer):
         return dcur if keep is None else dcur * keep
 
     def level_backward(self, i: int, dnext: Any, padded: Any, w: Any, out: Any, gate: Any, dilation: int) -> Any:
+        # d: next = cur + gate * out, gate = sigmoid(out W_g), out_t = sum_j w_tj cur_{t-off_j}, w = softmax(cur W_k + b_k):
+        #    dout = dnext * gate + W_g-backward(dnext * out * gate (1 - gate)); dw_tj = <dout_t, cur_{t-off_j}> per group,
+        #    dcur_{t-off_j} += w_tj dout_t, dlogits = w * (dw - rowsum(w * dw)); cur also feeds the identity path and W_k
         xp = backend.xp
         b, t, c = dnext.shape
         g, k = self.groups, self.taps

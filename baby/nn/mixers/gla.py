@@ -42,6 +42,7 @@ def causal_depthwise_conv(x: Any, taps: Any, padded: Any) -> Any:
 
 def causal_depthwise_conv_backward(dout: Any, taps: Any, padded: Any, dtaps: Any) -> Any:
     """Adds the taps' gradient into ``dtaps``; returns the gradient w.r.t. x."""
+    # d: out_t = sum_i u_i k_{t-i}: du_i = sum_t dout_t k_{t-i}; dk_{t-i} += u_i dout_t (dout shifted back by i)
     n_taps, t = taps.shape[0], dout.shape[1]
     dpadded = backend.xp.zeros_like(padded)
     for i in range(n_taps):
@@ -75,6 +76,7 @@ class GatedLinearAttention(PrefixMeanMixer):
         return backend.xp.maximum(a, 0.0)
 
     def key_weights_backward(self, dw: Any) -> Any:
+        # d: g = ReLU(a), a = conv(k) + c: da = dw * [a > 0], dc = sum(da), dk and the taps' du by the conv's backward
         a, padded = self.gate_cache
         self.gate_cache = None
         da = dw * (a > 0)

@@ -58,6 +58,7 @@ class HeadAttention(Mixer):
 
     def mix_heads_backward(self, dy: Any) -> tuple[Any, Any]:
         """Returns (gradient w.r.t. head outputs, extra gradient w.r.t. the block input or None)."""
+        # d: mix = identity: the gradient passes through
         return dy, None
 
     # hooks: attention of (B, H, T, D) queries over (B, K, T, D) keys/values, cache included
@@ -78,9 +79,14 @@ class HeadAttention(Mixer):
             y *= keep
         if not ctx.decoding:
             self.attn_cache = q, k, v, p
+            if ctx.capture is not None:  # for baby.inspect: query head i reads K/V head i // group
+                ctx.note(self, probs=p.reshape(b, h, t, -1), values=v[:, :, 0], heads=y.reshape(b, h, t, d),
+                         group=h // self.n_kv)
         return y.reshape(b, h, t, d)
 
     def attend_heads_backward(self, dy: Any) -> tuple[Any, Any, Any]:
+        # d: attend_backward per (K/V head, query head of its group); a key broadcast over the G query heads
+        #    of its group (gqa) collects their gradients: dk, dv sum over the group axis
         q, k, v, p = self.attn_cache
         self.attn_cache = None
         b, kv, g, t, d = q.shape
@@ -104,6 +110,9 @@ class HeadAttention(Mixer):
         return self.proj(merge_heads(y))
 
     def backward(self, dout: Any) -> Any:
+        # d: out = W_o merge(mix(attend(R q, R k, v))), [q | k | v] = x W_qkv, R the rotary rotation:
+        #    projection, mix_heads_backward, attend_heads_backward; R is orthogonal, so d(q) = R^T d(R q) =
+        #    rope(., inverse=True); dq, dk, dv go back into one [dq | dk | dv] for W_qkv's backward
         rot, shape = self.cache
         self.cache = None
         h, kv = self.n_heads, self.n_kv

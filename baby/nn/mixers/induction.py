@@ -97,6 +97,7 @@ class Induction(Mixer):
         scores *= self.scale
         usable = xp.ones((b, t, slots, 1), dtype=bool)  # the sink is always usable
         usable[:, :, :m, 0] = mask
+        raw = None if ctx.capture is None else scores.copy()  # the softmax below works in place
         p = masked_softmax_(scores, usable, axis=2)
         if not self.sink:  # no candidate and no sink: nothing to copy, the position outputs 0
             p *= mask.any(axis=2)[:, :, None, None]
@@ -106,9 +107,12 @@ class Induction(Mixer):
             y += p[:, :, m, :, None] * self.sink_value.data
         if not ctx.decoding:
             self.cache = q, kc, vc, p, key_rows, value_rows, n_keys
+        ctx.note(self, candidates=cand, usable=mask, scores=raw, probs=p, values=vc, heads=y)
         return self.proj(y.reshape(b, t, c))
 
     def backward(self, dout: Any) -> Any:
+        # d: y = sum_j p_j v_j + p_sink sv, p = softmax(s), s_j = q . k_j * scale, k_j = k[c_j], v_j = v[c_j + 1]:
+        #    dp, ds, dq, dk_j, dv_j as written below; the gathers' backward is a scatter-add onto rows c_j, c_j + 1
         xp = backend.xp
         q, kc, vc, p, key_rows, value_rows, n_keys = self.cache
         self.cache = None

@@ -99,6 +99,8 @@ def attend(q: Any, k: Any, v: Any, bias: Any, scale: float) -> tuple[Any, Any]:
 def attend_backward(dy: Any, q: Any, k: Any, v: Any, p: Any, scale: float) -> tuple[Any, Any, Any]:
     """Gradients of ``attend`` w.r.t. q, k, v, shaped like the broadcast product (a caller that
     broadcast keys over an axis sums their gradients over it)."""
+    # d: s = q k^T * scale + bias, p = softmax(s), y = p v:
+    #    dv = p^T dy, dp = dy v^T, ds = p * (dp - rowsum(p * dp)), dq = ds k * scale, dk = ds^T q * scale
     dv = backend.matmul(p.swapaxes(-1, -2), dy)
     ds = softmax_backward_(p, backend.matmul(dy, v.swapaxes(-1, -2)))
     ds *= scale
@@ -231,4 +233,5 @@ class HeadGate(Linear):
 
     def scores_backward(self, g: Any, dg: Any) -> Any:
         """Gradient w.r.t. the block input from dL/dg (adds into W_g, b_g)."""
+        # d: z = (x W_g + b_g) / temp, g = softmax(z): dz = g * (dg - rowsum(g * dg)), / temp into the linear
         return self.backward(softmax_backward(g, dg) / self.temp)

@@ -22,11 +22,14 @@ from baby.nn.mixers.kit import heads_first, heads_last
 class MixtureOfHeads(GatedHeadAttention):
     def mix_heads(self, x: Any, y: Any, ctx: Context) -> Any:
         g = self.gate.scores(x)[1]
+        ctx.note(self, gate=g)
         if not ctx.decoding:
             self.gate_cache = y, g
         return y * (self.n_heads * heads_first(g))
 
     def mix_heads_backward(self, dy: Any) -> tuple[Any, Any]:
+        # d: m_h = H g_h y_h (g_h broadcast over the head width D): dy_h = H g_h dm_h,
+        #    dg_h = H <dm_h, y_h> (summed over D), then through the gate's softmax (scores_backward)
         y, g = self.gate_cache
         self.gate_cache = None
         dg = self.n_heads * heads_last((dy * y).sum(axis=-1, keepdims=True))

@@ -51,9 +51,12 @@ class PrefixMeanMixer(Mixer):
             y *= keep
         if not ctx.decoding:
             self.cache = w, v, y, den, keep
+        ctx.note(self, weights=w, values=v, denominators=den, means=y)
         return self.proj(y)
 
     def backward(self, dout: Any) -> Any:
+        # d: out = W_o y, y = prefix_mean(w(k), v), [k | v] = x W_kv: dy from the projection, (dw, dv) from
+        #    prefix_mean_backward, dk = key_weights_backward(dw); padding rows are zeroed at every stage, as forward
         w, v, y, den, keep = self.cache
         self.cache = None
         dy = self.proj.backward(dout)

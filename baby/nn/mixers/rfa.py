@@ -119,7 +119,23 @@ class FocusedAttention(HeadAttention):
         y = p[..., :-1] @ vw + p[..., -1:] * mem_vb
         if not ctx.decoding:
             self.attn_cache = qb, kw, vw, mem_kb, mem_vb, inv_n, ok, p
+            if ctx.capture is not None:
+                ctx.note(self, **self.dense_probs(p, t), values=v, memory_values=mem_v,
+                         heads=y.reshape(b, h, nb * c, d)[:, :, :t])
         return y.reshape(b, h, nb * c, d)[:, :, :t]
+
+    def dense_probs(self, p: Any, t: int) -> dict[str, Any]:
+        """The blocked probabilities of a full forward laid out over key positions, for baby.inspect:
+        window_probs (B, H, T, T), memory_probs (B, H, T) (the memory slot's share), the window W.
+        Block i's columns are padded positions i*c ... i*c + c + W - 1, i.e. keys i*c - W ... ."""
+        xp = backend.xp
+        w = self.window
+        b, h, nb, c, _ = p.shape
+        dense = xp.zeros((b, h, nb * c, w + nb * c), dtype=p.dtype)
+        for i in range(nb):
+            dense[:, :, i * c:(i + 1) * c, i * c:i * c + c + w] = p[:, :, i, :, :-1]
+        return {"window_probs": dense[:, :, :t, w:w + t], "memory_probs": p[..., -1].reshape(b, h, nb * c)[:, :, :t],
+                "window": w}
 
     def bias(self, c: int, okw: Any, has_mem: Any) -> Any:
         """(B, 1, nb, c, c + W + 1) additive bias: window keys j of query r need 1 <= j - r <= W
@@ -137,6 +153,10 @@ class FocusedAttention(HeadAttention):
         return xp.concatenate([window, xp.broadcast_to(memory, window.shape[:-1] + (1,))], axis=-1)
 
     def attend_heads_backward(self, dy: Any) -> tuple[Any, Any, Any]:
+        # d: s = [q kw^T, q . mk] * scale + bias, p = softmax(s), y = p_win vw + p_mem mv:
+        #    dvw = p_win^T dy, dmv = p_mem dy, dp = [dy vw^T, dy . mv], ds = p * (dp - rowsum(p * dp)) * scale,
+        #    dq = ds_win kw + ds_mem mk, dkw = ds_win^T q, dmk = ds_mem q; windows fold back onto their positions
+        #    (fold_windows) and mk_t = sum_{j<=t-W} k_j / n_t gives each j <= t-W dmk_t / n_t (memory_backward)
         qb, kw, vw, mem_kb, mem_vb, inv_n, ok, p = self.attn_cache
         self.attn_cache = None
         w = self.window
@@ -163,6 +183,7 @@ class FocusedAttention(HeadAttention):
 
     def memory_backward(self, dsum: Any) -> Any:
         """Query i's memory sum holds keys j <= i - W, so key j gets the sum of dsum_i over i >= j + W."""
+        # d: sum_i = sum_{j <= i-W} k_j:  dk_j = sum_{i >= j+W} dsum_i, a suffix sum shifted by W
         out = backend.xp.zeros_like(dsum)
         w, t = self.window, dsum.shape[2]
         if t > w:

@@ -45,11 +45,15 @@ class SwitchHead(GatedHeadAttention):
 
     def mix_heads(self, x: Any, y: Any, ctx: Context) -> Any:
         g, m = self.choose(x)
+        ctx.note(self, gate=g, chosen=m.argmax(axis=-1))
         if not ctx.decoding:
             self.gate_cache = y, g, m
         return y * heads_first(m)
 
     def mix_heads_backward(self, dy: Any) -> tuple[Any, Any]:
+        # d: APPROXIMATE ON PURPOSE (straight-through, see the module docstring): m_h = onehot(argmax z)_h y_h has
+        #    no derivative w.r.t. the gate, which would then never learn; the gate gets dL/dg_h := <dm_h, y_h>,
+        #    the gradient of the soft mixture g_h y_h at this upstream gradient. Exact for the heads: dy_h = onehot_h dm_h
         y, g, m = self.gate_cache
         self.gate_cache = None
         dheads = dy * heads_first(m)

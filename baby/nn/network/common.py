@@ -28,6 +28,8 @@ def glu(fused: Any, gate: str) -> tuple[Any, Any]:
 
 def glu_backward(cache: Any, dy: Any) -> Any:
     """Gradient w.r.t. the fused [value | gate] input."""
+    # d: y = value * act(pre): dvalue = dy * act, dpre = dy * value * act'(pre), with act' = s (1 - s) for
+    #    sigmoid and silu_backward's s (1 + pre (1 - s)) for swish
     value, pre, act, s, gate = cache
     dvalue = dy * act
     dact = dy * value

@@ -62,6 +62,8 @@ class GroupedGatedLinear(Network):
         return channel_shuffle(y.transpose(1, 0, 2).reshape(b, t, c), g)
 
     def backward(self, dy: Any) -> Any:
+        # d: y = shuffle(glu(x_g [W_g | V_g] + b_g)): unshuffle dy (a permutation's inverse is its transpose),
+        #    glu_backward per group, dW_g = x_g^T dfused_g, db_g = sum(dfused_g), dx_g = dfused_g [W_g | V_g]^T
         xg, cache = self.cache
         self.cache = None
         b, t, c = dy.shape

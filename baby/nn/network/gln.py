@@ -25,5 +25,6 @@ class GatedLinear(Network):
         return y
 
     def backward(self, dy: Any) -> Any:
+        # d: y = value * sigmoid(gate), [value | gate] = x W + b: glu_backward, then the projection's backward
         cache, self.cache = self.cache, None
         return self.value_gate.backward(glu_backward(cache, dy))

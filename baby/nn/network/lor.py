@@ -48,6 +48,8 @@ class LowRankLinear(Module):
         return y
 
     def backward(self, dy: Any) -> Any:
+        # d: y = x W + b + s (x A) B: dW = x^T dy, db = sum(dy), dB = s (x A)^T dy, dA = x^T (s dy B^T),
+        #    dx = dy W^T + s dy B^T A^T  (a frozen base skips dW, db)
         x, xa = self.cache
         self.cache = None
         x2, dy2 = x.reshape(-1, x.shape[-1]), dy.reshape(-1, dy.shape[-1])

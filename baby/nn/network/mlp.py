@@ -29,6 +29,7 @@ class MLP(Network):
         return self.down(a)
 
     def backward(self, dy: Any) -> Any:
+        # d: out = down(gelu(h)), h = up(x): dx = up'(gelu'(h) * down'(dy))
         h, t = self.cache
         self.cache = None
         return self.up.backward(gelu_backward(h, t, self.down.backward(dy)))

@@ -70,6 +70,7 @@ class MixtureOfExperts(Network):
         return out, h, t, a
 
     def _expert_backward(self, e: int, xs: Any, h: Any, t: Any, a: Any, dout: Any) -> Any:
+        # d: the mlp backward on expert e's rows: out = gelu(xs W_up + b_up) W_down + b_down
         self.w_down.grad[e] += a.T @ dout
         if self.b_down is not None:
             self.b_down.grad[e] += dout.sum(axis=0)
@@ -136,6 +137,9 @@ class MixtureOfExperts(Network):
         return self.cache[-1]
 
     def backward(self, dy: Any) -> Any:
+        # d: y = sum_{e chosen} p_e f_e(x), p = softmax(x W_r / temp): dp_e = <dy, f_e(x)> for the chosen e (else 0)
+        #    + d aux / dp, dlogits = p * (dp - rowsum(p * dp)) / temp; expert e gets p_e dy on its rows, and a
+        #    token's input gradient sums its k slots and the router's
         xp = backend.xp
         shape, probs, chosen, gates, order, bounds, xs, parts, slot_out, _ = self.cache
         balance_grad = self._balance_grad()

@@ -46,9 +46,12 @@ class NetworkFree(Network):
         gate = sigmoid(q)
         if not ctx.decoding:
             self.cache = v, w, sig_k, den, avg, gate, valid
+        ctx.note(self, weights=w, values=v, denominators=den, means=avg, gate=gate)
         return self.proj(gate * avg)
 
     def backward(self, dout: Any) -> Any:
+        # d: out = W_o (gate * avg), gate = sigmoid(q), avg = prefix_mean(w, v), w = sigmoid(k):
+        #    dq = dz * avg * gate (1 - gate), davg = dz * gate, (dw, dv) by prefix_mean_backward, dk = dw * w (1 - w)
         xp = backend.xp
         v, w, sig_k, den, avg, gate, valid = self.cache
         self.cache = None

@@ -29,5 +29,6 @@ class SwiGLU(Network):
         return self.down(h)
 
     def backward(self, dy: Any) -> Any:
+        # d: out = down(swish(gate) * up), [up | gate] = x W: down's backward, glu_backward, the fused projection's
         cache, self.cache = self.cache, None
         return self.up_gate.backward(glu_backward(cache, self.down.backward(dy)))
