@@ -6,7 +6,6 @@ the compute dtype; tests switch back and forth through it.
 """
 from __future__ import annotations
 
-import ctypes
 import os
 import sys
 import time
@@ -27,34 +26,27 @@ class BackendError(RuntimeError):
     """A device or library that was asked for is not available."""
 
 
-def _openblas_setters() -> list[Any]:
-    """Thread setters of every OpenBLAS that NumPy has loaded (NumPy wheels ship scipy-openblas)."""
-    setters = []
-    try:
-        maps = open("/proc/self/maps").read().splitlines()
-    except OSError:
-        maps = []
-    paths = sorted({line.split()[-1] for line in maps if "openblas" in line.lower() and ".so" in line})
-    for path in paths:
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for name in ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
-                     "openblas_set_num_threads64_", "openblas_set_num_threads"):
-            fn = getattr(lib, name, None)
-            if fn is not None:
-                setters.append(fn)
-                break
-    return setters
+_LIMITS: Any = None  # the threadpoolctl limit in force (kept so that it stays in force)
 
 
 def set_cpu_threads(n: int) -> None:
-    """Limit NumPy's BLAS to n threads (environment variables for BLAS libraries loaded later)."""
+    """Limit NumPy's BLAS (OpenBLAS, MKL or BLIS, whichever NumPy was built with) to n threads, via
+    threadpoolctl; the environment variables cover BLAS libraries loaded later."""
+    global _LIMITS
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(n)
-    for fn in _openblas_setters():
-        fn(ctypes.c_int(n))
+    try:
+        from threadpoolctl import threadpool_limits  # noqa: PLC0415 - a runtime dependency, loaded when needed
+    except ImportError as err:
+        raise BackendError("c_device_cpu_cores needs threadpoolctl: pip install threadpoolctl") from err
+    _LIMITS = threadpool_limits(limits=n, user_api="blas")
+
+
+def blas_threads() -> list[dict[str, Any]]:
+    """The BLAS libraries NumPy has loaded and their thread counts (for benchmarks and reports)."""
+    from threadpoolctl import threadpool_info  # noqa: PLC0415
+    return [{k: info.get(k) for k in ("internal_api", "num_threads", "version")}
+            for info in threadpool_info() if info.get("user_api") == "blas"]
 
 
 def _import_cupy() -> Any:
