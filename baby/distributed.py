@@ -12,6 +12,8 @@ hang (MPI cannot cancel a pending collective, so the caller aborts the job).
 """
 from __future__ import annotations
 
+import json
+
 import os
 import time
 from typing import Any
@@ -76,7 +78,7 @@ class Communicator:
         """Wait until every rank is here."""
 
     def broadcast(self, value: Any) -> Any:
-        """Rank 0's ``value`` (a small picklable object) on every rank."""
+        """Rank 0's ``value`` (a small JSON-serialisable object: a GUID, NCCL's id) on every rank."""
         return value
 
     def abort(self, status: int) -> None:
@@ -117,15 +119,13 @@ class MPICommunicator(Communicator):
         self.wait(self.comm.Ibarrier(), "barrier")
 
     def broadcast(self, value: Any) -> Any:
-        # a small object: first its byte count, then its bytes, both non-blocking
-        import pickle  # noqa: PLC0415
-
-        data = numpy.frombuffer(pickle.dumps(value), dtype=numpy.uint8) if self.rank == 0 else None
+        # a small object as JSON (nothing is ever unpickled): its byte count, then its bytes, non-blocking
+        data = numpy.frombuffer(json.dumps(value).encode("utf-8"), dtype=numpy.uint8) if self.rank == 0 else None
         count = numpy.array([len(data) if data is not None else 0], dtype=numpy.int64)
         self.wait(self.comm.Ibcast(count, root=0), "broadcast")
         buffer = data.copy() if data is not None else numpy.empty(int(count[0]), dtype=numpy.uint8)
         self.wait(self.comm.Ibcast(buffer, root=0), "broadcast")
-        return pickle.loads(buffer.tobytes())
+        return json.loads(buffer.tobytes().decode("utf-8"))
 
     def abort(self, status: int) -> None:
         self.comm.Abort(status)
@@ -143,7 +143,7 @@ class NCCLCommunicator(Communicator):
         nccl = backend.nccl()
         self.rank, self.size, self.bootstrap = rank, size, bootstrap or Communicator()
         uid = nccl.get_unique_id() if rank == 0 else None
-        uid = self.bootstrap.broadcast(uid) if size > 1 else uid
+        uid = tuple(self.bootstrap.broadcast(list(uid) if uid is not None else None)) if size > 1 else uid
         self.nccl = nccl
         self.comm = nccl.NcclCommunicator(size, uid, rank)
 

@@ -179,9 +179,21 @@ def read_checkpoint(data: Any, where: str) -> tuple[dict[str, Any], dict[str, An
             raise FormatError(f"{where}: trainer.{key} is missing or not {getattr(kind, '__name__', 'a number')}")
     if state["step"] < 0 or state["adam_t"] < 0:
         raise FormatError(f"{where}: trainer.step and trainer.adam_t must be >= 0")
-    for key in OPTIMIZER_TENSORS + ((MASTER_TENSOR,) if MASTER_TENSOR in state else ()):
+    tensors = OPTIMIZER_TENSORS + ((MASTER_TENSOR,) if MASTER_TENSOR in state else ())
+    for key in tensors:
         state[key] = decode_tensor(state.get(key), f"{where}: trainer.{key}")
         if state[key].ndim != 1 or not numpy.isfinite(state[key]).all():
             raise FormatError(f"{where}: trainer.{key} must be a finite flat vector")
+    if len({state[key].size for key in tensors}) != 1:
+        raise FormatError(f"{where}: trainer.{', '.join(tensors)} must have one length, found "
+                          f"{', '.join(str(state[key].size) for key in tensors)}")
+    for key, kind in (("clipped_steps", int), ("adam_applied", (int, float)), ("loss_scale", dict)):
+        if key in state and (not isinstance(state[key], kind) or isinstance(state[key], bool)):
+            raise FormatError(f"{where}: trainer.{key} has the wrong type ({type(state[key]).__name__})")
+    scale = state.get("loss_scale")
+    if scale is not None and not all(isinstance(scale.get(k), (int, float)) for k in ("scale", "clean", "skipped")):
+        raise FormatError(f"{where}: trainer.loss_scale needs numbers scale, clean and skipped")
+    if not all(isinstance(v, list) for v in state["curves"].values()):
+        raise FormatError(f"{where}: trainer.curves must hold lists")
     model_vocab(data.get("model"), f"{where}: model")
     return data["model"], state

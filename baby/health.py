@@ -83,13 +83,14 @@ class Health:
     def before_step(self, opt: AdamW) -> None:
         """Keep the gradient (clipping scales it in place; in fp16 the unscaled fp32 one) and the
         weights before the update."""
-        self.before = backend.xp.empty((3, opt.flat.size), dtype=opt.flat.dtype)
+        weights = opt.master if opt.mixed else opt.flat  # fp16: the fp32 masters carry the true update
+        self.before = backend.xp.empty((3, weights.size), dtype=backend.accumulator(weights.dtype))
         self.before[0] = opt.grad
-        self.before[2] = opt.flat
+        self.before[2] = weights
 
     def after_step(self, opt: AdamW) -> Any:
         xp = backend.xp
-        xp.subtract(opt.flat, self.before[2], out=self.before[1])  # the update the optimizer made
+        xp.subtract(opt.master if opt.mixed else opt.flat, self.before[2], out=self.before[1])  # the update made
         grad_sq, step_sq, weight_sq = self.squared_norms(self.before)
         residual = xp.stack(self.residual).mean(axis=0) if self.residual else xp.zeros(self.n_blocks)
         out = xp.concatenate([xp.sqrt(grad_sq), xp.sqrt(step_sq / xp.maximum(weight_sq, 1e-30)), residual])

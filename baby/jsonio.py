@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 import stat
 import tempfile
 from pathlib import Path
@@ -55,9 +56,13 @@ def dumps(data: Any, indent: int | None = 1) -> str:
     return json.dumps(finite_or_none(data), indent=indent, ensure_ascii=False, allow_nan=False)
 
 
+HOST = socket.gethostname().replace(".", "_").replace("-", "_") or "host"
+
+
 def temp_path_for(path: Path) -> tuple[int, str]:
-    """A new temp file beside ``path`` whose name carries this process's PID."""
-    return tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    """A new temp file beside ``path`` whose name carries this host and process: on a shared file
+    system only the writer's own host can tell whether the writer is gone."""
+    return tempfile.mkstemp(prefix=f".{path.name}.{HOST}-{os.getpid()}.", suffix=TEMP_SUFFIX, dir=path.parent)
 
 
 def _fault(path: Path, action: str, err: OSError) -> FileFault:
@@ -67,8 +72,12 @@ def _fault(path: Path, action: str, err: OSError) -> FileFault:
 def write_json(path: Path, data: Any, indent: int | None = 1, exclusive: bool = False) -> bool:
     """Write JSON atomically. With ``exclusive`` the target is created only if it does not exist yet
     (returns False, writing nothing, when it does): concurrent writers never overwrite each other."""
+    return write_text(path, dumps(data, indent), exclusive)  # serialised first: a bad value leaves no file
+
+
+def write_text(path: Path, text: str, exclusive: bool = False) -> bool:
+    """Write UTF-8 text atomically (a temp file beside it, renamed over it; see ``write_json``)."""
     path = Path(path)
-    text = dumps(data, indent)  # serialise first: a bad value leaves no file behind
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = temp_path_for(path)
@@ -177,8 +186,11 @@ def orphan_temps(folder: Path, prefix: str, live_too: bool = False) -> list[Path
     if not folder.is_dir():
         return out
     for p in folder.glob(f".{prefix}*{TEMP_SUFFIX}"):
-        parts = p.name[1:].rsplit(".", 3)  # target, pid, random part, "tmp"
-        pid = int(parts[1]) if len(parts) == 4 and parts[1].isdigit() else None
+        parts = p.name[1:].rsplit(".", 3)  # target, host-pid, random part, "tmp"
+        host, _, pid_text = parts[1].rpartition("-") if len(parts) == 4 else ("", "", "")
+        if host and host != HOST and not live_too:
+            continue  # another machine's writer: it may well be alive
+        pid = int(pid_text) if pid_text.isdigit() else None
         if live_too or pid is None or not _alive(pid):
             out.append(p)
     return sorted(out)

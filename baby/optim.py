@@ -134,8 +134,9 @@ class AdamW:
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state["m"].shape != self.m.shape:
-            raise ValueError(f"optimizer state holds {state['m'].shape[0]} values, model has {self.m.shape[0]}")
+        for key in ("m", "v", "master"):
+            if state.get(key) is not None and tuple(state[key].shape) != self.m.shape:
+                raise ValueError(f"optimizer state {key} holds {state[key].shape} values, the model has {self.m.shape[0]}")
         self.t = int(state["t"])
         self.m[...] = backend.asarray(state["m"])
         self.v[...] = backend.asarray(state["v"])

@@ -228,6 +228,9 @@ def train(config: Config | dict[str, Any] | str | Path, inputs: list[str] | None
         raise RunError(f"run {guid} already exists under {store.root.resolve()}")
     corpus = corpus or prepare_corpus(cfg, inputs, log)
     tokenizer, tokens = corpus.tokenizer, corpus.tokens
+    if tokenizer.kind != cfg.c_tokenizer or (cfg.c_tokenizer == "bpe" and tokenizer.n_vocab > cfg.n_vocab):
+        raise ConfigError(f"the corpus given was tokenized by a {tokenizer.kind} tokenizer of {tokenizer.n_vocab} ids; "
+                          f"this config asks for c_tokenizer={cfg.c_tokenizer!r}, n_vocab={cfg.n_vocab}")
     train_tokens, val_tokens = token_split(cfg, tokens)
     notices = cfg.notices() + schedule_notices(cfg, train_tokens) + check_memory(cfg, tokenizer.n_vocab)
     if comm.rank == 0:
@@ -282,8 +285,8 @@ def resume(guid: str, root: str | Path = ".", log: Log = say, stop_at: int | Non
     total = schedule(cfg, Batches(train_tokens, cfg.n_ctx, cfg.batch_size, cfg.seed, cfg.c_shuffle,
                                   cfg.c_sequence)).total_steps
     step = state["step"]
-    if step >= total:
-        finished = store.path("model", guid).exists()
+    finished = store.path("model", guid).exists()
+    if step > total or (step == total and finished):
         what = (f"run {guid} finished training at step {step} (its final checkpoint is kept)" if finished and step == total
                 else f"the checkpoint {path.name} is at step {step}, past the run's end at step {total}")
         raise RunError(f"{what}: extend it with --set n_steps=N (N > {step}); nothing was changed")
@@ -323,7 +326,10 @@ def _train_and_finish(store: RunStore, guid: str, cfg: Config, tokenizer: Tokeni
                       on_words=save_word_checkpoint if not suffix else None,
                       resume_hint=resume_command(guid, store.root) if not suffix else "", comm=comm)
     if state is not None:
-        trainer.load_state_dict(state)
+        try:
+            trainer.load_state_dict(state)
+        except (ValueError, TypeError, KeyError) as err:  # e.g. moments of another model's size
+            raise FormatError(f"{store.path('checkpoint', guid)}: does not fit this run ({err})") from None
     try:
         summary = trainer.run(stop_at=stop_at)
     except Diverged as err:
@@ -334,7 +340,8 @@ def _train_and_finish(store: RunStore, guid: str, cfg: Config, tokenizer: Tokeni
         raise
     if not writer:
         return guid
-    store.write("model", guid, model_to_dict(model), suffix)
+    # The model file is written last: a run is "finished" when it exists, so a kill anywhere before
+    # leaves the final checkpoint, from which `train --resume` only redoes these writes.
     if not suffix:  # kept, so that the run can be extended: train --resume G --set n_steps=N
         save_checkpoint(trainer.state_dict())
     flops = model.flops_per_token()
@@ -347,6 +354,7 @@ def _train_and_finish(store: RunStore, guid: str, cfg: Config, tokenizer: Tokeni
                    cfg.r_top_p, seed=cfg.seed, **sampling_ids(tokenizer))
     store.write("completion", guid, completion_record(tokenizer, "", gen, cfg.n_sample_tokens, {
         "temperature": cfg.r_sample_temp, "top_k": cfg.n_top_k, "top_p": cfg.r_top_p, "seed": cfg.seed}), suffix)
+    store.write("model", guid, model_to_dict(model), suffix)
     log(f"validation loss {summary['final_val_loss']:.4f} (unigram entropy {report['unigram_entropy']:.4f}); "
         f"{summary['tokens_per_second']:,.0f} tokens/s; {summary['train_seconds']:.1f} s training")
     log("completion: " + tokenizer.decode(gen.tokens)[:300].replace("\n", "\n  "))

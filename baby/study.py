@@ -42,7 +42,7 @@ from baby import plans
 from baby.config import Config, ConfigError, parse_word_counts
 from baby.corpus import holdout_split
 from baby.formats import decode_tensor, encode_tensor
-from baby.jsonio import read_json, write_json
+from baby.jsonio import read_json, write_json, write_text
 from baby.nn.model import GPT
 from baby.runs import RunStore, new_guid
 from baby.tokenizers import tokenizer_digest, tokenizer_from_dict
@@ -161,7 +161,15 @@ def load_study(path: str | Path, root: str | Path = ".") -> Study:
     for task in ("blimp", "zorro"):
         if task in evals and not Path(evals[task]).is_dir():
             raise _fail(path, f"eval.{task}", f"{evals[task]}: no such data folder")
-    target, tolerance = spec.get("target_params"), float(spec.get("tolerance", 0.03))
+    for key in ("checkpoint_limit", "batch_size"):
+        value = evals.get(key, 1)
+        if not isinstance(value, int) or isinstance(value, bool) or value < (0 if key == "checkpoint_limit" else 1):
+            raise _fail(path, f"eval.{key}", f"{value!r}: an integer >= {0 if key == 'checkpoint_limit' else 1} is required")
+    target, tolerance = spec.get("target_params"), spec.get("tolerance", 0.03)
+    if target is not None and (not isinstance(target, (int, float)) or isinstance(target, bool) or target < 0):
+        raise _fail(path, "target_params", f"{target!r}: a parameter count is required")
+    if not isinstance(tolerance, (int, float)) or isinstance(tolerance, bool) or not 0 < tolerance < 1:
+        raise _fail(path, "tolerance", f"{tolerance!r}: a fraction between 0 and 1 is required")
     cells_spec = spec.get("cells")
     if not isinstance(cells_spec, list) or not cells_spec:
         raise _fail(path, "cells", "a non-empty list of cells is required")
@@ -171,11 +179,14 @@ def load_study(path: str | Path, root: str | Path = ".") -> Study:
         if not isinstance(c, dict) or set(c) - CELL_KEYS or not isinstance(c.get("name"), str):
             raise _fail(path, where, f"an object with a name and keys among {', '.join(sorted(CELL_KEYS))}")
         seeds = c.get("seeds", [base.get("seed", Config().seed)])
-        if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
+        if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
             raise _fail(path, where, "seeds must be a list of integers")
+        if not isinstance(c.get("settings", {}), dict):
+            raise _fail(path, where, "settings must be a JSON object of settings")
         settings = {**base, **c.get("settings", {}), "s_checkpoint_words": spec.get("checkpoints", "")}
         try:
-            Config(settings)
+            for seed in seeds:
+                Config({**settings, "seed": seed})
             match = c.get("match")
             n_vocab = settings.get("n_vocab") or 256
             if match:
@@ -193,6 +204,10 @@ def load_study(path: str | Path, root: str | Path = ".") -> Study:
     keys = [cell.key for cell in cells]
     if len(set(keys)) != len(keys):
         raise _fail(path, "cells", "two cells have the same name and seed")
+    tokenizing = {(c.settings.get("c_tokenizer", "char"), c.settings.get("n_vocab", 0)) for c in cells}
+    if len(tokenizing) > 1:  # the study tokenizes its text once: every cell must read the same ids
+        raise _fail(path, "cells", f"every cell must share c_tokenizer and n_vocab (found {sorted(tokenizing)}); "
+                    "set them in base")
     return Study(name, path, Path(root), inputs, float(holdout), checkpoints, evals, cells,
                  int(target) if target else None, tolerance, spec.get("about", ""), spec)
 
@@ -203,10 +218,13 @@ def corpus_of(study: Study, log: Log) -> plans.Corpus:
     """The study's training text, tokenized once and kept in ``corpus.json`` (tokens as a tensor)."""
     path = study.folder / "corpus.json"
     train_dir, held_dir = study.folder / "data" / "train", study.folder / "data" / "heldout"
+    first = study.cells[0].settings
+    made_from = {"inputs": study.inputs, "holdout": study.holdout, "c_tokenizer": first.get("c_tokenizer", "char"),
+                 "n_vocab": first.get("n_vocab", 0)}
     if path.exists():
         data = read_json(path, "study corpus file")
         tokenizer = tokenizer_from_dict(data["tokenizer"])
-        if tokenizer_digest(tokenizer) == data.get("tokenizer_sha256"):
+        if data.get("made_from") == made_from and tokenizer_digest(tokenizer) == data.get("tokenizer_sha256"):
             return plans.Corpus(data["inputs"], data["fingerprint"], data["words"], tokenizer,
                                 decode_tensor(data["tokens"], str(path)), data["unknown"])
     log(f"study {study.name}: holding out the last {study.holdout:.0%} of every input file")
@@ -215,7 +233,7 @@ def corpus_of(study: Study, log: Log) -> plans.Corpus:
     corpus = plans.prepare_corpus(Config(study.cells[0].settings), [str(train_dir)])
     log(f"study {study.name}: {corpus.words:,} training words, {len(corpus.tokens):,} tokens, "
         f"tokenizer of {corpus.tokenizer.n_vocab} ids ({time.perf_counter() - start:.1f} s); held-out text in {held_dir}")
-    write_json(path, {"inputs": corpus.inputs, "fingerprint": corpus.fingerprint, "words": corpus.words,
+    write_json(path, {"made_from": made_from, "inputs": corpus.inputs, "fingerprint": corpus.fingerprint, "words": corpus.words,
                       "unknown": corpus.unknown, "tokenizer": corpus.tokenizer.to_dict(),
                       "tokenizer_sha256": tokenizer_digest(corpus.tokenizer), "tokens": encode_tensor(corpus.tokens)},
                indent=None)
@@ -333,7 +351,8 @@ def run(path: str | Path, root: str | Path = ".", parallel: int = 1, log: Log = 
                 cell = todo.pop(0)
                 out = open(study.folder / "logs" / f"{cell.key}.log", "a", encoding="utf-8")
                 proc = subprocess.Popen([sys.executable, "-m", "baby", "study", str(study.path), "--worker", cell.key,
-                                         "--root", str(study.root)], stdout=out, stderr=subprocess.STDOUT, env=env)
+                                         "--root", str(study.root)], stdout=out, stderr=subprocess.STDOUT, env=env,
+                                        start_new_session=True)  # Ctrl-C reaches the parent alone: one signal each
                 running[cell.key] = (proc, out)
                 log(f"{cell.key}: started (log: {out.name})")
             time.sleep(1.0)
@@ -370,7 +389,7 @@ def write_summary(study: Study) -> Path:
             "updated": _dt.datetime.now().isoformat(timespec="seconds"),
             "checkpoints": study.labels(), "cells": records}
     write_json(out, data)
-    (out.with_suffix(".md")).write_text(markdown(data), encoding="utf-8")
+    write_text(out.with_suffix(".md"), markdown(data))
     plot(data, out.with_suffix(".png"))
     return out
 

@@ -338,6 +338,29 @@ def test_non_finite_weights_are_refused_by_inference_and_eval(tmp_path: Path, in
         assert_one_line(status, err, "non-finite", store.path("model", guid).name)
 
 
+@pytest.mark.parametrize("edit", ["short adam_v", "short moments", "clipped_steps text", "curves not lists"])
+def test_a_checkpoint_with_fields_of_the_wrong_size_or_type_is_named(tmp_path: Path,
+                                                                       interrupted_run: tuple[Path, str, Path],
+                                                                       edit: str) -> None:
+    from baby.formats import decode_tensor, encode_tensor
+    source, guid, _ = interrupted_run
+    root = tmp_path / "run"
+    shutil.copytree(source, root)
+    store = RunStore(root)
+    data = store.read("checkpoint", guid)
+    trainer = data["trainer"]
+    if edit.startswith("short"):
+        for key in ("adam_v",) if edit == "short adam_v" else ("adam_m", "adam_v"):
+            trainer[key] = encode_tensor(decode_tensor(trainer[key])[:-1])
+    elif edit == "clipped_steps text":
+        trainer["clipped_steps"] = "many"
+    else:
+        trainer["curves"] = {"step": 3}
+    write_json(store.path("checkpoint", guid), data)
+    status, _, err = run_main("train", "--resume", guid, "--root", str(root))
+    assert_one_line(status, err, store.path("checkpoint", guid).name)
+
+
 def test_an_unknown_format_version_is_refused(tmp_path: Path, interrupted_run: tuple[Path, str, Path]) -> None:
     source, guid, _ = interrupted_run
     root = tmp_path / "run"
@@ -442,12 +465,15 @@ def test_inference_that_cannot_save_still_prints_the_text(tmp_path: Path, corpus
 def test_orphan_temp_files_are_cleaned_by_the_next_command_and_by_delete(tmp_path: Path, corpus: Path) -> None:
     guid = plans.train(TINY_RUN, [str(corpus)], root=tmp_path, log=quiet)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    orphan = tmp_path / "models" / f".model_{guid}.json.{int(dead.stdout)}.abc123.tmp"
-    live = tmp_path / "outputs" / f".report_{guid}.json.{os.getpid()}.def456.tmp"
-    orphan.write_text("half")
-    live.write_text("being written")
+    from baby.jsonio import HOST
+    orphan = tmp_path / "models" / f".model_{guid}.json.{HOST}-{int(dead.stdout)}.abc123.tmp"
+    live = tmp_path / "outputs" / f".report_{guid}.json.{HOST}-{os.getpid()}.def456.tmp"
+    elsewhere = tmp_path / "outputs" / f".report_{guid}.json.othernode-{int(dead.stdout)}.ghi789.tmp"
+    for path in (orphan, live, elsewhere):
+        path.write_text("half")
     plans.info(guid, root=tmp_path)
     assert not orphan.exists() and live.exists()  # a live writer's temp file is left alone
+    assert elsewhere.exists()  # another host's writer cannot be judged from here
     plans.delete(guid, root=tmp_path, log=quiet)
     assert not list(tmp_path.rglob(f"*{guid}*"))
 

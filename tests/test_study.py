@@ -111,3 +111,21 @@ def test_an_interrupted_cell_resumes(tiny_study: Path, tmp_path: Path) -> None:
     record = study.run_cell(loaded, cell, log=lines.append)
     assert record["guid"] == guid and record["status"] == "done" and record["training"]["steps"] == 8
     assert any(f"resuming run {guid}" in line for line in lines)
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda s: s.update(tolerance="abc"), ["tolerance"]),
+    (lambda s: s["cells"][0].update(settings=[1]), ["cell 1", "settings"]),
+    (lambda s: s["cells"][0].update(seeds=[-1]), ["cell 1", "seed"]),
+    (lambda s: s["eval"].update(checkpoint_limit="lots"), ["checkpoint_limit"]),
+    (lambda s: s["cells"][1]["settings"].update(c_tokenizer="char"), ["c_tokenizer", "n_vocab"]),
+])
+def test_every_mistake_in_a_study_file_is_named_before_training(tiny_study: Path, tmp_path: Path, edit, words) -> None:
+    spec = json.loads(tiny_study.read_text())
+    edit(spec)
+    tiny_study.write_text(json.dumps(spec))
+    with pytest.raises(ConfigError) as err:
+        study.load_study(tiny_study, tmp_path / "root")
+    for word in words:
+        assert word in str(err.value)
+    assert not (tmp_path / "root").exists()

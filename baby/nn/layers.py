@@ -186,8 +186,8 @@ def gelu(x: Any) -> tuple[Any, Any]:
     """tanh-approximated GELU; returns (y, tanh term) for gelu_backward. In-place steps: this and its
     backward are memory-bound, and every temporary is a pass over the (B*T, hidden) activations."""
     xp = backend.xp
-    kernel = backend.fused("gelu")
-    if kernel is not None:  # CuPy: one fused pass, computed in fp32 whatever the dtype
+    kernel = backend.fused("gelu") if x.dtype != xp.float64 else None
+    if kernel is not None:  # CuPy: one fused pass, computed in fp32 (fp64 keeps the exact path)
         return kernel(x)
     if x.dtype == xp.float16:  # x^3 overflows fp16 beyond |x| ~ 40 (and inf * 0 is NaN in backward)
         y, t = gelu(x.astype(xp.float32))
@@ -206,7 +206,7 @@ def gelu(x: Any) -> tuple[Any, Any]:
 
 def gelu_backward(x: Any, t: Any, dy: Any) -> Any:
     """dy * [0.5 (1 + t) + 0.5 x (1 - t^2) c (1 + 3 a x^2)] with t = tanh(c (x + a x^3))."""
-    kernel = backend.fused("gelu_backward")
+    kernel = backend.fused("gelu_backward") if x.dtype != backend.xp.float64 else None
     if kernel is not None:
         return kernel(x, t, dy)
     if x.dtype == backend.xp.float16:
