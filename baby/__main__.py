@@ -245,12 +245,12 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingHalted as err:
         if distributed.current_rank() == 0:  # every rank halts alike; rank 0 says why
             print(f"error: {err}" if err.exit_status == 2 else str(err), file=sys.stderr, flush=True)
-        distributed.abort_job(err.exit_status)  # a rank still in a collective cannot leave it otherwise
+        distributed.abort_on_error(err.exit_status)  # a rank still in a collective cannot leave it otherwise
         return err.exit_status
     except USER_ERRORS as err:
         if distributed.current_rank() == 0:
             print(f"error: {one_line(err)}", file=sys.stderr, flush=True)
-        distributed.abort_job(2)  # an error on rank 0 alone (a full disk) must not leave the others waiting
+        distributed.abort_on_error(2)  # an error on rank 0 alone (a full disk) must not leave the others waiting
         return 2
     except (KeyboardInterrupt, BrokenPipeError):
         return 130

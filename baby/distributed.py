@@ -215,6 +215,22 @@ def current_rank() -> int:
     return _WORLD["mpi"].rank if "mpi" in _WORLD else 0
 
 
+_PARTED = {"possible": False}  # set once ranks may fail apart (rank 0 alone writes files)
+
+
+def ranks_may_part() -> None:
+    """From here on an error may strike one rank alone (a full disk on rank 0): ``abort_on_error``
+    then stops the job instead of leaving the others in a collective until the timeout."""
+    _PARTED["possible"] = True
+
+
+def abort_on_error(status: int) -> None:
+    """A user error: stop the other ranks only when they may be waiting (before that point every rank
+    validated the same input and fails alike, and an abort would only add MPI's noise)."""
+    if _PARTED["possible"]:
+        abort_job(status)
+
+
 def abort_job(status: int) -> None:
     """After a failed collective: stop every rank (MPI_Abort), since none can leave it otherwise."""
     comm = _WORLD.get("nccl") or _WORLD.get("mpi")

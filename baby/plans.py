@@ -224,6 +224,7 @@ def train(config: Config | dict[str, Any] | str | Path, inputs: list[str] | None
     comm = data_parallel(cfg)
     log = log if comm.rank == 0 else quiet
     guid = comm.broadcast(check_guid(guid) if guid else new_guid())  # rank 0's GUID names the run everywhere
+    distributed.ranks_may_part()
     if store.files(guid):
         raise RunError(f"run {guid} already exists under {store.root.resolve()}")
     corpus = corpus or prepare_corpus(cfg, inputs, log)
@@ -291,6 +292,7 @@ def resume(guid: str, root: str | Path = ".", log: Log = say, stop_at: int | Non
                 else f"the checkpoint {path.name} is at step {step}, past the run's end at step {total}")
         raise RunError(f"{what}: extend it with --set n_steps=N (N > {step}); nothing was changed")
     model = run.model_from(model_data, str(path), cfg)
+    distributed.ranks_may_part()
     if comm.rank == 0:
         store.check_writable()
     comm.barrier()  # every rank has read the checkpoint before rank 0 may write
@@ -386,6 +388,7 @@ def finetune(guid: str, inputs: list[str], root: str | Path = ".", overrides: di
         if not trainable:
             raise ConfigError("c_freeze_base=true leaves nothing to train: the model has no lor network")
         log(f"frozen base: {trainable:,} of {model.n_params():,} parameters train")
+    distributed.ranks_may_part()
     if comm.rank == 0:
         store.check_writable()
     comm.barrier()
