@@ -46,6 +46,7 @@ from baby.jsonio import read_json, write_json, write_text
 from baby.nn.model import GPT
 from baby.runs import RunStore, new_guid
 from baby.tokenizers import tokenizer_digest, tokenizer_from_dict
+from baby.train import Stopped
 
 Log = Callable[[str], None]
 STUDY_KEYS = {"name", "about", "inputs", "holdout", "base", "checkpoints", "target_params", "tolerance",
@@ -345,6 +346,11 @@ def run(path: str | Path, root: str | Path = ".", parallel: int = 1, log: Log = 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
            "PYTHONUNBUFFERED": "1"}
     failed: list[str] = []
+
+    def stop(_signum: int, _frame: Any) -> None:  # SIGTERM (or SIGINT where a shell ignores it) stops like Ctrl-C
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         while todo or running:
             while todo and len(running) < parallel:
@@ -360,9 +366,13 @@ def run(path: str | Path, root: str | Path = ".", parallel: int = 1, log: Log = 
                 if proc.poll() is not None:
                     out.close()
                     del running[key]
-                    log(f"{key}: {'done' if proc.returncode == 0 else f'failed (exit {proc.returncode}), see its log'}")
-                    if proc.returncode:
+                    stopped = proc.returncode == Stopped.exit_status  # its own SIGTERM: checkpointed, resumable
+                    log(f"{key}: " + ("done" if proc.returncode == 0 else "stopped; it resumes on the next run" if stopped
+                                      else f"failed (exit {proc.returncode}), see its log"))
+                    if proc.returncode and not stopped:
                         failed.append(key)
+                    if stopped:
+                        raise KeyboardInterrupt
                     write_summary(study)
     except KeyboardInterrupt:
         for proc, _ in running.values():  # each worker checkpoints its current step and stops
@@ -372,6 +382,9 @@ def run(path: str | Path, root: str | Path = ".", parallel: int = 1, log: Log = 
             out.close()
         write_summary(study)
         raise
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     target = write_summary(study)
     if failed:
         raise ConfigError(f"study {study.name}: {len(failed)} cells failed ({', '.join(failed)}); see their logs in "
