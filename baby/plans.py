@@ -19,7 +19,7 @@ from baby import backend, distributed
 from baby.charts import plot as plot_runs, save_run_chart
 from baby.config import Config, ConfigError
 from baby.distributed import Communicator
-from baby.corpus import CorpusError, count_words, encode_documents, fingerprint, read_documents
+from baby.corpus import count_words, encode_documents, fingerprint, read_documents
 from baby.data import Batches, split_stream
 from baby.formats import FormatError, checkpoint_to_dict, load_weights, model_to_dict, model_vocab, read_checkpoint
 from baby.generate import generate

@@ -14,7 +14,7 @@ A study file is JSON (paths relative to the folder the command runs in)::
      "eval": {"blimp": DIR, "zorro": DIR, "checkpoint_limit": 100},
      "cells": [{"name": "gpt", "settings": {...}, "seeds": [1, 2], "match": "r_hidden"}, ...]}
 
-``match`` names the setting (``r_hidden``, or ``n_emb``) adjusted so that the cell's parameter count
+``match`` names the setting (``r_hidden``: the feed-forward width) adjusted so that the cell's parameter count
 comes within ``tolerance`` of ``target_params``; every cell must land within it. Every cell is
 validated (settings, sizes, data folders) before the first one trains: a typo in the last cell
 fails in seconds, not hours. The text is split and tokenized once per study (``outputs/
@@ -53,7 +53,7 @@ STUDY_KEYS = {"name", "about", "inputs", "holdout", "base", "checkpoints", "targ
               "eval", "cells"}
 CELL_KEYS = {"name", "about", "settings", "seeds", "match"}
 EVAL_KEYS = {"blimp", "zorro", "checkpoint_limit", "batch_size"}
-MATCHABLE = ("r_hidden", "n_emb")
+MATCHABLE = ("r_hidden",)
 
 
 @dataclass
@@ -110,27 +110,14 @@ def count_params(settings: dict[str, Any], n_vocab: int) -> int:
 
 
 def match_size(settings: dict[str, Any], key: str, n_vocab: int, target: int) -> dict[str, Any]:
-    """``settings`` with ``key`` set so that the parameter count comes closest to ``target``.
-    r_hidden: the feed-forward hidden width h (a count linear in h: solved from two sizes); n_emb: the
-    model width, a multiple of the head and group counts (bisection: the count grows with it)."""
-    if key == "r_hidden":
-        width = settings.get("n_emb", Config().n_emb)
-        value = lambda h: {**settings, "r_hidden": h / width}  # noqa: E731 - hidden width h exactly
-        low = -(-width // 4)  # r_hidden >= 0.25
-        at_low, at_high = count_params(value(low), n_vocab), count_params(value(low + width), n_vocab)
-        per_unit = max((at_high - at_low) / width, 1e-9)
-        return value(max(low, min(64 * width, round(low + (target - at_low) / per_unit))))
-    step = int(numpy.lcm.reduce([settings.get(k, getattr(Config(), k)) for k in
-                                 ("n_heads", "n_induction_heads", "n_conv_groups")]))
-    value = lambda w: {**settings, "n_emb": w * step}  # noqa: E731
-    low, high = 1, max(2, 65536 // step)
-    while high - low > 1:
-        mid = (low + high) // 2
-        if count_params(value(mid), n_vocab) < target:
-            low = mid
-        else:
-            high = mid
-    return value(min((low, high), key=lambda v: abs(count_params(value(v), n_vocab) - target)))
+    """``settings`` with the feed-forward hidden width h (``key`` = r_hidden) set so that the parameter
+    count comes closest to ``target``: the count is linear in h, so two sizes solve it."""
+    width = settings.get("n_emb", Config().n_emb)
+    value = lambda h: {**settings, key: h / width}  # noqa: E731 - hidden width h exactly
+    low = -(-width // 4)  # r_hidden >= 0.25
+    at_low, at_high = count_params(value(low), n_vocab), count_params(value(low + width), n_vocab)
+    per_unit = max((at_high - at_low) / width, 1e-9)
+    return value(max(low, min(64 * width, round(low + (target - at_low) / per_unit))))
 
 
 def load_study(path: str | Path, root: str | Path = ".") -> Study:
@@ -197,7 +184,7 @@ def load_study(path: str | Path, root: str | Path = ".") -> Study:
             params = count_params(settings, n_vocab)
         except ConfigError as err:
             raise _fail(path, where, str(err)) from None
-        if target and abs(params - target) > tolerance * target:
+        if target and not abs(params - target) <= tolerance * target:
             raise _fail(path, where, f"{params:,} parameters, more than {tolerance:.0%} away from target_params "
                         f"{int(target):,} (set match: r_hidden or adjust the width)")
         for seed in seeds:

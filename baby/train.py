@@ -11,7 +11,6 @@ import contextlib
 import math
 import signal
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 

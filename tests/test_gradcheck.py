@@ -200,7 +200,7 @@ def test_gradcheck_fails_on_a_non_finite_gradient(device64: str, bad: float, whe
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")], ids=["nan", "inf"])
 def test_directional_check_fails_on_a_non_finite_numeric_side(device64: str, bad: float) -> None:
-    """`err > tol` is False for NaN: the comparison itself must reject a non-finite loss."""
+    """A NaN error fails every "greater than" test: the comparison itself must reject a non-finite loss."""
     from baby.nn.gradcheck import GradientMismatch, directional_check
     x = backend.xp.zeros(3)
     with pytest.raises(GradientMismatch):

@@ -17,7 +17,7 @@ from baby.hf import safetensors_numpy
 from baby.hf.layout import from_hf_tensors, settings_from_hf
 from baby.hf.tokenizer import from_hf
 from baby.jsonio import FileFault, read_json
-from baby.runs import RunError, RunStore, new_guid
+from baby.runs import RunStore, new_guid
 from baby.tokenizers import tokenizer_digest
 
 
