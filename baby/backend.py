@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy
 
+from baby import pool
+
 xp: Any = numpy
 DTYPES = {"fp16": numpy.float16, "fp32": numpy.float32, "fp64": numpy.float64}
 dtype: Any = numpy.float32
@@ -28,10 +30,12 @@ class BackendError(RuntimeError):
 
 _LIMITS: Any = None  # the threadpoolctl limit in force (kept so that it stays in force)
 
-
 def set_cpu_threads(n: int) -> None:
-    """Limit NumPy's BLAS (OpenBLAS, MKL or BLIS, whichever NumPy was built with) to n threads, via
-    threadpoolctl; the environment variables cover BLAS libraries loaded later."""
+    """Use n CPU threads: NumPy's BLAS (OpenBLAS, MKL or BLIS, whichever NumPy was built with) for
+    the GEMMs, via threadpoolctl (the environment variables cover BLAS libraries loaded later), and
+    baby's pool (baby/pool.py) for the elementwise and reduction work around them. Measured and
+    rejected: GEMMs cut into blocks for the pool with BLAS single-threaded (slower than BLAS's own
+    threads on a quiet machine, and like them far slower than one thread on a busy one)."""
     global _LIMITS
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(n)
@@ -40,6 +44,54 @@ def set_cpu_threads(n: int) -> None:
     except ImportError as err:
         raise BackendError("c_device_cpu_cores needs threadpoolctl: pip install threadpoolctl") from err
     _LIMITS = threadpool_limits(limits=n, user_api="blas")
+    pool.set_threads(n)
+
+
+_KEEPING_MEMORY = False
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc to keep freed blocks for reuse instead of returning them to the OS. By default a
+    freed array of more than 128 KB (up to 32 MB as the threshold adapts) goes back, and the next
+    step's array of the same size faults its pages in again: 10,000 page faults a step for the CPU
+    preset, 33,000 for a 5M BabyLM model, a quarter of the step. The process then holds its peak
+    step memory, which it needs again next step anyway. No-op where the C library is not glibc."""
+    global _KEEPING_MEMORY
+    if _KEEPING_MEMORY:
+        return True
+    try:
+        import ctypes  # noqa: PLC0415 - only here
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        ok = libc.mallopt(m_mmap_threshold, 1 << 30) == 1 and libc.mallopt(m_trim_threshold, (1 << 31) - 1) == 1
+    except (OSError, AttributeError):  # not glibc (macOS, musl, Windows): their allocators differ
+        return False
+    _KEEPING_MEMORY = ok
+    return ok
+
+
+def busy_cores(samples: int = 5, interval: float = 0.01) -> int:
+    """How many cores other processes keep busy now: the median over ``samples`` readings of the
+    kernel's count of runnable threads, less this one (0 where /proc/stat cannot be read)."""
+    counts = []
+    for i in range(samples):
+        try:
+            with open("/proc/stat", encoding="ascii") as f:
+                running = next((int(line.split()[1]) for line in f if line.startswith("procs_running")), 1)
+        except (OSError, ValueError, IndexError):
+            return 0
+        counts.append(max(running - 1, 0))
+        if i + 1 < samples:
+            time.sleep(interval)
+    return sorted(counts)[len(counts) // 2]
+
+
+def cpu_count() -> int:
+    """Cores this process may run on (c_device_cpu_cores=0 uses them all)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 def blas_threads() -> list[dict[str, Any]]:
@@ -91,8 +143,8 @@ def use(device: str = "cpu", cpu_cores: int | None = None, gpu_core: int = 0,
     if d_type not in DTYPES:
         raise BackendError(f"d_type={d_type!r}: allowed {sorted(DTYPES)}")
     if device == "cpu":
-        if cpu_cores:
-            set_cpu_threads(cpu_cores)
+        set_cpu_threads(cpu_cores or cpu_count())
+        keep_freed_memory()
         xp, device_name = numpy, "cpu"
     elif device == "gpu":
         cupy = _import_cupy()
@@ -111,13 +163,41 @@ def use(device: str = "cpu", cpu_cores: int | None = None, gpu_core: int = 0,
     dtype = DTYPES[d_type]
 
 
-def matmul(a: Any, b: Any) -> Any:
+def matmul(a: Any, b: Any, out: Any = None) -> Any:
     """a @ b. NumPy has no fast half-precision GEMM (fp16 matmuls run ~100x slower than fp32), so
     on the CPU a product of fp16 operands is an fp32 GEMM of the up-cast operands rounded back to
-    fp16: the tensor cores' own arithmetic (fp16 inputs, fp32 accumulation) at fp32 speed."""
-    if xp is numpy and a.dtype == numpy.float16 and b.dtype == numpy.float16:
-        return numpy.matmul(a.astype(numpy.float32), b.astype(numpy.float32)).astype(numpy.float16)
-    return a @ b
+    fp16: the tensor cores' own arithmetic (fp16 inputs, fp32 accumulation) at fp32 speed. ``out``
+    receives the product when given."""
+    if xp is not numpy:
+        return xp.matmul(a, b, out=out)
+    if a.dtype == numpy.float16 and b.dtype == numpy.float16:
+        c = matmul(a.astype(numpy.float32), b.astype(numpy.float32)).astype(numpy.float16)
+        if out is None:
+            return c
+        out[...] = c
+        return out
+    return numpy.matmul(a, b, out=out)
+
+
+def over_rows(fn: Any, n_rows: int, elements: int) -> list[Any]:
+    """fn(lo, hi) over row ranges covering [0, n_rows): on the CPU in parallel on the pool when the
+    work (``elements`` values touched) is large enough, on a GPU once for all rows. Returns the
+    results in row order, so partial sums add up in a fixed order."""
+    if xp is not numpy:
+        return [fn(0, n_rows)]
+    return pool.over_rows(fn, n_rows, elements)
+
+
+def blockwise(fn: Any, *arrays: Any) -> list[Any]:
+    """fn(*blocks) over aligned row blocks of arrays that share their leading axes (each viewed as
+    rows of its last axis; 1-D arrays as rows of one value). The caller preallocates the outputs
+    among ``arrays``, and fn writes its block of them with ``out=`` or in place. Runs fn once on
+    the whole arrays on a GPU, with one thread, or when an array is not contiguous."""
+    if xp is not numpy or pool.threads() == 1 or not all(x.flags.c_contiguous for x in arrays):
+        return [fn(*arrays)]
+    rows = [x.reshape(-1, x.shape[-1]) if x.ndim > 1 else x for x in arrays]
+    elements = sum(x.size for x in arrays)
+    return pool.over_rows(lambda lo, hi: fn(*(r[lo:hi] for r in rows)), rows[0].shape[0], elements)
 
 
 def accumulator(dtype: Any) -> Any:

@@ -29,7 +29,10 @@ def _s(key: str, type_: type, default: Any, doc: str, low: float | None = None,
 # Names come from the seed (c_*, n_*, r_*, s_*, d_*); the additions keep its style.
 BASE: tuple[Setting, ...] = (
     _s("c_device", str, "cpu", "cpu: NumPy; gpu: CuPy", choices=("cpu", "gpu")),
-    _s("c_device_cpu_cores", int, 0, "BLAS threads on the CPU (0: leave the library's default)", 0, 1024),
+    _s("c_device_cpu_cores", int, 0, "CPU threads, for BLAS and for baby's pool of elementwise work (0: every core)",
+       0, 1024),
+    _s("c_device_cpu_yield", int, 1, "1: when other processes keep cores busy as a run starts, use only the free "
+       "ones (at least 1): threads that wait for a busy core are several times slower than one thread", 0, 1),
     _s("c_device_gpu_core", int, 0, "index of the GPU to use", 0, 64),
     _s("c_device_gpu_tensor", int, 0, "1 allows TF32 tensor cores for fp32 matmuls on the GPU", 0, 1),
     _s("d_type", str, "fp32", "compute dtype (fp16: mixed precision, fp32 master weights and dynamic loss "

@@ -18,6 +18,7 @@ import math
 from typing import Any
 
 from baby import backend
+from baby.nn.layers import add_in_order
 from baby.nn.core import Parameter
 
 
@@ -76,8 +77,8 @@ class AdamW:
         before, as a device scalar (no host sync: the trainer reads it at the log cadence)."""
         xp = backend.xp
         grad = self.grad
-        g = grad.astype(xp.float64) if grad.dtype != xp.float64 else grad
-        norm = xp.sqrt((g * g).sum())
+        squares = backend.blockwise(_sum_of_squares, grad)
+        norm = xp.sqrt(add_in_order(squares))
         if max_norm > 0:  # factor 1 below the threshold, so the gradients stay bit for bit
             factor = xp.minimum(1.0, max_norm / (norm + 1e-6))
             grad *= xp.where(norm > max_norm, factor, 1.0).astype(grad.dtype)
@@ -113,19 +114,25 @@ class AdamW:
                 kernel(g, self.decay_mask, lr, b1, b2, self.eps, self.weight_decay, 1 - b1 ** t, 1 - b2 ** t,
                        weights, self.m, self.v)
                 return
-        self.m *= b1
-        self.m += (1 - b1) * g
-        self.v *= b2
-        self.v += (1 - b2) * (g * g)
-        # decoupled decay: shrink the weights directly, never through the gradient
-        if self.weight_decay:
-            weights -= (lr * self.weight_decay) * self.decay_mask * weights
-        m_hat_scale = lr / (1 - self.betas[0] ** t)
-        denom = xp.sqrt(self.v / (1 - self.betas[1] ** t))
-        denom += self.eps
-        weights -= (m_hat_scale * self.m / denom).astype(weights.dtype)
+        c1, c2 = 1 - self.betas[0] ** t, 1 - self.betas[1] ** t
+        backend.blockwise(lambda g_, mask, w, m, v: self._update_rows(g_, mask, w, m, v, lr, b1, b2, c1, c2),
+                          g, self.decay_mask, weights, self.m, self.v)
         if self.mixed:
             self.flat[...] = self.master  # the fp16 compute copies, refreshed
+
+    def _update_rows(self, g: Any, mask: Any, weights: Any, m: Any, v: Any, lr: Any, b1: Any, b2: Any,
+                     c1: Any, c2: Any) -> None:
+        """The AdamW update of one block of the flat buffers (bias corrections c1, c2)."""
+        m *= b1
+        m += (1 - b1) * g
+        v *= b2
+        v += (1 - b2) * (g * g)
+        # decoupled decay: shrink the weights directly, never through the gradient
+        if self.weight_decay:
+            weights -= (lr * self.weight_decay) * mask * weights
+        denom = backend.xp.sqrt(v / c2)
+        denom += self.eps
+        weights -= ((lr / c1) * m / denom).astype(weights.dtype)
 
     def state_dict(self) -> dict[str, Any]:
         state = {"t": self.t, "m": self.m, "v": self.v}
@@ -144,6 +151,11 @@ class AdamW:
             self.master[...] = backend.asarray(state["master"])
             self.applied[...] = float(state.get("applied", self.t))
             self.flat[...] = self.master
+
+
+def _sum_of_squares(g: Any) -> Any:
+    g = g.astype(backend.xp.float64, copy=False)  # a long sum: float64
+    return backend.xp.dot(g, g)
 
 
 class LossScale:

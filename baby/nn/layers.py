@@ -81,6 +81,11 @@ class Embedding(Module):
         self.ids = None
 
 
+def add_in_order(parts: list[Any]) -> Any:
+    """The sum of the row blocks' partial sums, added in row order (a run repeats bit for bit)."""
+    return sum(parts[1:], parts[0])
+
+
 class LayerNorm(Module):
     """(x - mean) / std * gain + bias over the last axis."""
 
@@ -92,37 +97,50 @@ class LayerNorm(Module):
 
     def forward(self, x: Any) -> Any:
         xp = backend.xp
-        dtype, x = x.dtype, x.astype(backend.accumulator(x.dtype), copy=False)  # statistics in >= fp32
+        acc = backend.accumulator(x.dtype)  # statistics in >= fp32
+        xhat = xp.empty(x.shape, dtype=x.dtype)
+        rstd = xp.empty(x.shape[:-1] + (1,), dtype=acc)
+        y = xp.empty(x.shape, dtype=x.dtype)
+        backend.blockwise(self._forward_rows, x, xhat, rstd, y)
+        self.cache = xhat, rstd
+        return y
+
+    def _forward_rows(self, x: Any, xhat_out: Any, rstd: Any, y: Any) -> None:
+        xp = backend.xp
+        x = x.astype(rstd.dtype, copy=False)
         xhat = x - x.mean(axis=-1, keepdims=True)
         var = xp.einsum("...i,...i->...", xhat, xhat)[..., None]  # no squared temporary
         var *= 1.0 / x.shape[-1]
         var += self.eps
-        rstd = 1.0 / xp.sqrt(var)
+        xp.sqrt(var, out=rstd)
+        xp.divide(1.0, rstd, out=rstd)
         xhat *= rstd
-        xhat = xhat.astype(dtype, copy=False)
-        self.cache = xhat, rstd
-        y = xhat * self.gain.data
+        xhat_out[...] = xhat
+        xp.multiply(xhat_out, self.gain.data, out=y)
         y += self.bias.data
-        return y
 
     def backward(self, dy: Any) -> Any:
         # d: xhat = (x - mean(x)) * rstd, y = xhat * gain + bias; with g = dy * gain:
         #    dgain = sum(dy * xhat), dbias = sum(dy), dx = rstd * (g - mean(g) - xhat * mean(g * xhat))
         xhat, rstd = self.cache
         self.cache = None
-        lead = tuple(range(dy.ndim - 1))
-        self.gain.grad += (dy * xhat).sum(axis=lead)
-        self.bias.grad += dy.sum(axis=lead)
+        dx = backend.xp.empty(dy.shape, dtype=dy.dtype)
+        parts = backend.blockwise(self._backward_rows, dy, xhat, rstd, dx)
+        self.gain.grad += add_in_order([dgain for dgain, _ in parts])
+        self.bias.grad += add_in_order([dbias for _, dbias in parts])
+        return dx
+
+    def _backward_rows(self, dy: Any, xhat: Any, rstd: Any, dx_out: Any) -> tuple[Any, Any]:
+        lead, acc = tuple(range(dy.ndim - 1)), backend.accumulator(dy.dtype)
+        dgain, dbias = (dy * xhat).sum(axis=lead, dtype=acc), dy.sum(axis=lead, dtype=acc)
         g = dy * self.gain.data
-        n = dy.shape[-1]
-        # dx = rstd * (g - mean(g) - xhat * mean(g * xhat))
-        acc = backend.accumulator(g.dtype)
         proj = backend.xp.einsum("...i,...i->...", g, xhat, dtype=acc)[..., None]
-        proj *= 1.0 / n
+        proj *= 1.0 / dy.shape[-1]
         dx = g - g.mean(axis=-1, keepdims=True, dtype=acc)
         dx -= xhat * proj
         dx *= rstd
-        return dx.astype(dy.dtype, copy=False)
+        dx_out[...] = dx
+        return dgain, dbias
 
 
 class RMSNorm(Module):
@@ -134,21 +152,35 @@ class RMSNorm(Module):
         self.cache: Any = None
 
     def forward(self, x: Any) -> Any:
-        x32 = x.astype(backend.accumulator(x.dtype), copy=False)  # squares overflow fp16 above 256
-        r = 1.0 / backend.xp.sqrt((x32 * x32).mean(axis=-1, keepdims=True) + self.eps)
-        xhat = (x32 * r).astype(x.dtype, copy=False)
+        xp = backend.xp
+        xhat = xp.empty(x.shape, dtype=x.dtype)
+        r = xp.empty(x.shape[:-1] + (1,), dtype=backend.accumulator(x.dtype))  # squares overflow fp16 above 256
+        y = xp.empty(x.shape, dtype=x.dtype)
+        backend.blockwise(self._forward_rows, x, xhat, r, y)
         self.cache = xhat, r
-        return xhat * self.gain.data
+        return y
+
+    def _forward_rows(self, x: Any, xhat: Any, r: Any, y: Any) -> None:
+        xp = backend.xp
+        x32 = x.astype(r.dtype, copy=False)
+        r[...] = 1.0 / xp.sqrt((x32 * x32).mean(axis=-1, keepdims=True) + self.eps)
+        xhat[...] = x32 * r
+        xp.multiply(xhat, self.gain.data, out=y)
 
     def backward(self, dy: Any) -> Any:
         # d: xhat = x * r, r = 1 / sqrt(mean(x^2) + eps), y = xhat * gain; with g = dy * gain:
         #    dgain = sum(dy * xhat), dx = r * (g - xhat * mean(g * xhat))  (LayerNorm without the centring)
         xhat, r = self.cache
         self.cache = None
-        self.gain.grad += (dy * xhat).sum(axis=tuple(range(dy.ndim - 1)))
+        dx = backend.xp.empty(dy.shape, dtype=dy.dtype)
+        self.gain.grad += add_in_order(backend.blockwise(self._backward_rows, dy, xhat, r, dx))
+        return dx
+
+    def _backward_rows(self, dy: Any, xhat: Any, r: Any, dx: Any) -> Any:
+        dgain = (dy * xhat).sum(axis=tuple(range(dy.ndim - 1)), dtype=r.dtype)
         g = dy * self.gain.data
-        dx = r * (g - xhat * (g * xhat).mean(axis=-1, keepdims=True, dtype=r.dtype))
-        return dx.astype(dy.dtype, copy=False)
+        dx[...] = r * (g - xhat * (g * xhat).mean(axis=-1, keepdims=True, dtype=r.dtype))
+        return dgain
 
 
 # Norms are registered so that c_norm picks one; they take the width as their only argument.
@@ -192,16 +224,22 @@ def gelu(x: Any) -> tuple[Any, Any]:
     if x.dtype == xp.float16:  # x^3 overflows fp16 beyond |x| ~ 40 (and inf * 0 is NaN in backward)
         y, t = gelu(x.astype(xp.float32))
         return y.astype(xp.float16), t.astype(xp.float16)
-    t = x * x
+    y, t = xp.empty_like(x), xp.empty_like(x)
+    backend.blockwise(_gelu_rows, x, y, t)
+    return y, t
+
+
+def _gelu_rows(x: Any, y: Any, t: Any) -> None:
+    xp = backend.xp
+    xp.multiply(x, x, out=t)
     t *= 0.044715
     t += 1.0
     t *= x
     t *= GELU_C
     xp.tanh(t, out=t)
-    y = t + 1.0
+    xp.add(t, 1.0, out=y)
     y *= x
     y *= 0.5
-    return y, t
 
 
 def gelu_backward(x: Any, t: Any, dy: Any) -> Any:
@@ -212,7 +250,14 @@ def gelu_backward(x: Any, t: Any, dy: Any) -> Any:
     if x.dtype == backend.xp.float16:
         f32 = backend.xp.float32
         return gelu_backward(x.astype(f32), t.astype(f32), dy.astype(f32)).astype(dy.dtype)
-    d = x * x
+    d = backend.xp.empty_like(dy)
+    backend.blockwise(_gelu_backward_rows, x, t, dy, d)
+    return d
+
+
+def _gelu_backward_rows(x: Any, t: Any, dy: Any, d: Any) -> None:
+    xp = backend.xp
+    xp.multiply(x, x, out=d)
     d *= 3 * 0.044715 * GELU_C
     d += GELU_C
     d *= x
@@ -221,7 +266,6 @@ def gelu_backward(x: Any, t: Any, dy: Any) -> Any:
     d += 1.0
     d *= 0.5
     d *= dy
-    return d
 
 
 def sigmoid(x: Any) -> Any:
@@ -242,11 +286,17 @@ def silu_backward(x: Any, s: Any, dy: Any) -> Any:
 
 def softmax_(x: Any, axis: int = -1) -> Any:
     """Softmax in place (attention scores are the largest arrays: no copies)."""
-    xp = backend.xp
-    x -= x.max(axis=axis, keepdims=True)
-    xp.exp(x, out=x)
-    x /= x.sum(axis=axis, keepdims=True, dtype=backend.accumulator(x.dtype))
+    if axis in (-1, x.ndim - 1):
+        backend.blockwise(_softmax_rows_, x)
+    else:
+        _softmax_rows_(x, axis)
     return x
+
+
+def _softmax_rows_(x: Any, axis: int = -1) -> None:
+    x -= x.max(axis=axis, keepdims=True)
+    backend.xp.exp(x, out=x)
+    x /= x.sum(axis=axis, keepdims=True, dtype=backend.accumulator(x.dtype))
 
 
 def softmax(x: Any, axis: int = -1) -> Any:
@@ -256,9 +306,16 @@ def softmax(x: Any, axis: int = -1) -> Any:
 def softmax_backward_(p: Any, dp: Any, axis: int = -1) -> Any:
     """In place: dp becomes the gradient through p = softmax(s), p * (dp - <dp, p>)."""
     # d: p = softmax(s): dp_i/ds_j = p_i (delta_ij - p_j), so ds = p * (dp - rowsum(p * dp))
+    if axis in (-1, dp.ndim - 1) and p.shape == dp.shape:
+        backend.blockwise(_softmax_backward_rows_, p, dp)
+    else:
+        _softmax_backward_rows_(p, dp, axis)
+    return dp
+
+
+def _softmax_backward_rows_(p: Any, dp: Any, axis: int = -1) -> None:
     dp -= (dp * p).sum(axis=axis, keepdims=True, dtype=backend.accumulator(dp.dtype))
     dp *= p
-    return dp
 
 
 def softmax_backward(p: Any, dp: Any, axis: int = -1) -> Any:
@@ -278,25 +335,34 @@ def cross_entropy(logits: Any, targets: Any, ignore: int = -1, grad_scale: Any =
     """
     # d: L = mean_n (log sum_v exp z_nv - z_n,y_n):  dz = (softmax(z) - onehot(y)) / count, 0 on ignored rows
     xp = backend.xp
-    dtype = logits.dtype
     flat = logits.reshape(-1, logits.shape[-1])
-    if dtype == xp.float16:
-        flat = flat.astype(xp.float32)
     t = targets.reshape(-1)
-    rows = xp.arange(t.shape[0])
     valid = t != ignore
     count = xp.maximum(valid.sum(), 1)  # a device scalar: no host sync
+    weight = valid * (grad_scale / count)
+    dlogits = xp.empty(flat.shape, dtype=logits.dtype)
+    parts = backend.blockwise(_cross_entropy_rows, xp.ascontiguousarray(flat), t, valid, weight, dlogits)
+    loss = add_in_order(parts) / count
+    return loss, dlogits.reshape(logits.shape)
+
+
+def _cross_entropy_rows(z: Any, t: Any, valid: Any, weight: Any, dz: Any) -> Any:
+    """One block of rows of cross_entropy: writes dz, returns the block's summed loss (float64)."""
+    xp = backend.xp
+    rows = xp.arange(t.shape[0])
     safe_t = xp.where(valid, t, 0)
     # one (N, V) buffer, updated in place: the logits of a large vocabulary are the biggest array
-    e = flat - flat.max(axis=-1, keepdims=True)
+    e = dz if dz.dtype != xp.float16 else xp.empty(z.shape, dtype=xp.float32)  # fp16 logits in fp32
+    xp.subtract(z, z.max(axis=-1, keepdims=True), out=e)
     picked = e[rows, safe_t]
     xp.exp(e, out=e)
     total = e.sum(axis=-1)
-    loss = ((xp.log(total) - picked) * valid).sum(dtype=xp.float64) / count
-    weight = valid * (grad_scale / count)
+    loss = ((xp.log(total) - picked) * valid).sum(dtype=xp.float64)
     e *= (weight / total).astype(e.dtype)[:, None]  # softmax, scaled per row
     e[rows, safe_t] -= weight.astype(e.dtype)
-    return loss, e.astype(dtype, copy=False).reshape(logits.shape)
+    if e is not dz:
+        dz[...] = e
+    return loss
 
 
 def log_softmax(logits: Any) -> Any:

@@ -88,12 +88,23 @@ def masked_softmax_(s: Any, mask: Any, axis: int = -1) -> Any:
 
 def attend(q: Any, k: Any, v: Any, bias: Any, scale: float) -> tuple[Any, Any]:
     """softmax(q k^T * scale + bias) v for (..., Tq, D) queries; returns (output, probabilities).
-    Leading axes broadcast, so (B, K, G, T, D) queries can share (B, K, 1, T, D) keys (gqa)."""
-    s = backend.matmul(q, k.swapaxes(-1, -2))
-    s *= scale
-    s += bias
-    p = softmax_(s)
-    return backend.matmul(p, v), p
+    Leading axes broadcast, so (B, K, G, T, D) queries can share (B, K, 1, T, D) keys (gqa). On the
+    CPU each block of sequences runs all of it on one pool thread, while its scores are in cache."""
+    xp = backend.xp
+    lead = numpy.broadcast_shapes(q.shape[:-2], k.shape[:-2])
+    p = xp.empty(lead + (q.shape[-2], k.shape[-2]), dtype=backend.xp.result_type(q, k))
+    y = xp.empty(lead + (q.shape[-2], v.shape[-1]), dtype=p.dtype)
+
+    def block(lo: int, hi: int) -> None:
+        qb, kb, vb, bb, pb = (sequences(a, lo, hi, len(lead)) for a in (q, k, v, bias, p))
+        backend.matmul(qb, kb.swapaxes(-1, -2), out=pb)
+        pb *= scale
+        pb += bb
+        softmax_(pb)
+        backend.matmul(pb, vb, out=sequences(y, lo, hi, len(lead)))
+
+    backend.over_rows(block, lead[0] if lead else 1, p.size * 3)
+    return y, p
 
 
 def attend_backward(dy: Any, q: Any, k: Any, v: Any, p: Any, scale: float) -> tuple[Any, Any, Any]:
@@ -101,10 +112,29 @@ def attend_backward(dy: Any, q: Any, k: Any, v: Any, p: Any, scale: float) -> tu
     broadcast keys over an axis sums their gradients over it)."""
     # d: s = q k^T * scale + bias, p = softmax(s), y = p v:
     #    dv = p^T dy, dp = dy v^T, ds = p * (dp - rowsum(p * dp)), dq = ds k * scale, dk = ds^T q * scale
-    dv = backend.matmul(p.swapaxes(-1, -2), dy)
-    ds = softmax_backward_(p, backend.matmul(dy, v.swapaxes(-1, -2)))
-    ds *= scale
-    return backend.matmul(ds, k), backend.matmul(ds.swapaxes(-1, -2), q), dv
+    xp = backend.xp
+    lead = p.shape[:-2]
+    dq = xp.empty(lead + q.shape[-2:], dtype=p.dtype)
+    dk, dv = xp.empty(lead + k.shape[-2:], dtype=p.dtype), xp.empty(lead + v.shape[-2:], dtype=p.dtype)
+
+    def block(lo: int, hi: int) -> None:
+        dyb, qb, kb, vb, pb = (sequences(a, lo, hi, len(lead)) for a in (dy, q, k, v, p))
+        backend.matmul(pb.swapaxes(-1, -2), dyb, out=sequences(dv, lo, hi, len(lead)))
+        ds = softmax_backward_(pb, backend.matmul(dyb, vb.swapaxes(-1, -2)))
+        ds *= scale
+        backend.matmul(ds, kb, out=sequences(dq, lo, hi, len(lead)))
+        backend.matmul(ds.swapaxes(-1, -2), qb, out=sequences(dk, lo, hi, len(lead)))
+
+    backend.over_rows(block, lead[0] if lead else 1, p.size * 4)
+    return dq, dk, dv
+
+
+def sequences(a: Any, lo: int, hi: int, n_lead: int) -> Any:
+    """Sequences lo:hi (the first of ``n_lead`` batch axes) of an operand of attention; an operand
+    that broadcasts along that axis (a shared mask, size 1) is every block's whole."""
+    if a.ndim < n_lead + 2 or a.shape[a.ndim - n_lead - 2] == 1:
+        return a
+    return a[(slice(None),) * (a.ndim - n_lead - 2) + (slice(lo, hi),)]
 
 
 # ---- rotary positions -------------------------------------------------------------------------------
