@@ -157,7 +157,8 @@ def time_save_load(cfg: Config, n_vocab: int, folder: Path) -> dict[str, float]:
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m baby bench train", description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", required=True)
+    p.add_argument("--config", help="one model (default: the CPU suite of baby.bench.suite, written to bench_cpu.*)")
+    p.add_argument("--quick", action="store_true", help="the suite with fewer steps and pairs (a smoke test)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--steps", type=int, default=60, help="timed steps per side")
     p.add_argument("--warmup", type=int, default=5)
@@ -167,6 +168,10 @@ def main(argv: list[str]) -> int:
                    help="model whose save/load time is measured (default ~10.7M parameters)")
     p.add_argument("--out", default="outputs")
     args = p.parse_args(argv)
+    if not args.config:
+        from baby.bench.suite import run_suite  # noqa: PLC0415
+        run_suite(args.out, 1 if args.quick else max(1, args.repeats - 1), args.quick)
+        return 0
     from baby.config import parse_override  # noqa: PLC0415
     cfg = Config.load(args.config, dict(parse_override(s) for s in args.set))
     plans.select_backend(cfg)
