@@ -6,10 +6,11 @@ the compute dtype; tests switch back and forth through it.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
-from typing import Any
+from typing import Any, Iterator
 
 import numpy
 
@@ -68,6 +69,20 @@ def keep_freed_memory() -> bool:
         return False
     _KEEPING_MEMORY = ok
     return ok
+
+
+@contextlib.contextmanager
+def at_most_cpu_threads(n: int) -> Iterator[None]:
+    """Run the block on at most n CPU threads (BLAS and the pool), then restore the count."""
+    before = pool.threads()
+    if xp is not numpy or n >= before:
+        yield
+        return
+    set_cpu_threads(n)
+    try:
+        yield
+    finally:
+        set_cpu_threads(before)
 
 
 def busy_cores(samples: int = 5, interval: float = 0.01) -> int:
@@ -188,16 +203,24 @@ def over_rows(fn: Any, n_rows: int, elements: int) -> list[Any]:
     return pool.over_rows(fn, n_rows, elements)
 
 
+def splits(n_rows: int, elements: int) -> bool:
+    """Whether ``over_rows`` would cut this work into blocks (callers keep a direct path otherwise)."""
+    return xp is numpy and len(pool.blocks(n_rows, elements)) > 1 and not pool.busy()
+
+
 def blockwise(fn: Any, *arrays: Any) -> list[Any]:
     """fn(*blocks) over aligned row blocks of arrays that share their leading axes (each viewed as
     rows of its last axis; 1-D arrays as rows of one value). The caller preallocates the outputs
     among ``arrays``, and fn writes its block of them with ``out=`` or in place. Runs fn once on
     the whole arrays on a GPU, with one thread, or when an array is not contiguous."""
-    if xp is not numpy or pool.threads() == 1 or not all(x.flags.c_contiguous for x in arrays):
+    if xp is not numpy or pool.threads() == 1:
+        return [fn(*arrays)]
+    elements = sum(x.size for x in arrays)
+    n_rows = arrays[0].size // arrays[0].shape[-1] if arrays[0].ndim > 1 else arrays[0].size
+    if not splits(n_rows, elements) or not all(x.flags.c_contiguous for x in arrays):
         return [fn(*arrays)]
     rows = [x.reshape(-1, x.shape[-1]) if x.ndim > 1 else x for x in arrays]
-    elements = sum(x.size for x in arrays)
-    return pool.over_rows(lambda lo, hi: fn(*(r[lo:hi] for r in rows)), rows[0].shape[0], elements)
+    return pool.over_rows(lambda lo, hi: fn(*(r[lo:hi] for r in rows)), n_rows, elements)
 
 
 def accumulator(dtype: Any) -> Any:

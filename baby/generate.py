@@ -84,33 +84,36 @@ def generate(model: GPT, prompt: list[int] | numpy.ndarray, max_tokens: int, tem
     prompt_len, prefills, state, filled = len(ids), 0, None, 0
     chances: list[float] = []
     start = time.perf_counter()
-    try:
-        for _ in range(max_tokens):
-            if not use_cache:
-                window = ids[-n_ctx:]
-                logits = model.forward(backend.asarray(numpy.array([window])))
-            elif state is None or filled == n_ctx:
-                window = ids[-n_ctx:]
-                state, filled = {}, len(window)
-                prefills += 1
-                batch = backend.asarray(numpy.array([window]))
-                logits = model.forward(batch, model.context(batch, start=0, state=state))
-            else:
-                batch = backend.asarray(numpy.array([[ids[-1]]]))
-                logits = model.forward(batch, model.context(batch, start=filled, state=state))
-                filled += 1
-            last = backend.to_host(logits[0, -1]).astype(numpy.float64)
-            if banned:
-                last[list(banned)] = -numpy.inf
-            token, chance = pick(last, temperature, top_k, top_p, rng)
-            ids.append(token)
-            chances.append(chance)
-            if on_token is not None:
-                on_token(ids[prompt_len:])
-            if ids[-1] in stop:
-                break
-    finally:
-        model.train(was_training)
+    # one new token is a one-row product per matrix: BLAS threads cost more than they save there
+    # (2 threads generated 16 % fewer tokens/s than 1 on the BabyLM 5M model, `bench train`)
+    with backend.at_most_cpu_threads(1):
+        try:
+            for _ in range(max_tokens):
+                if not use_cache:
+                    window = ids[-n_ctx:]
+                    logits = model.forward(backend.asarray(numpy.array([window])))
+                elif state is None or filled == n_ctx:
+                    window = ids[-n_ctx:]
+                    state, filled = {}, len(window)
+                    prefills += 1
+                    batch = backend.asarray(numpy.array([window]))
+                    logits = model.forward(batch, model.context(batch, start=0, state=state))
+                else:
+                    batch = backend.asarray(numpy.array([[ids[-1]]]))
+                    logits = model.forward(batch, model.context(batch, start=filled, state=state))
+                    filled += 1
+                last = backend.to_host(logits[0, -1]).astype(numpy.float64)
+                if banned:
+                    last[list(banned)] = -numpy.inf
+                token, chance = pick(last, temperature, top_k, top_p, rng)
+                ids.append(token)
+                chances.append(chance)
+                if on_token is not None:
+                    on_token(ids[prompt_len:])
+                if ids[-1] in stop:
+                    break
+        finally:
+            model.train(was_training)
     backend.sync()
     seconds = time.perf_counter() - start
     return Generation(ids[prompt_len:], prompt_len, seconds, use_cache, prefills, notices, chances)

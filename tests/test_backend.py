@@ -17,7 +17,10 @@ from baby.optim import AdamW
 
 
 @pytest.fixture()
-def restore_threads():
+def restore_threads(monkeypatch):
+    """Threads back to every core afterwards; blocks from 4,096 values on, so that the test-sized
+    arrays below are really cut into blocks."""
+    monkeypatch.setattr(pool, "MIN_ELEMENTS", 4096)
     yield
     backend.set_cpu_threads(backend.cpu_count())
 
@@ -88,6 +91,8 @@ def test_nested_use_of_the_pool_runs_serially_instead_of_deadlocking() -> None:
 
 def pooled_and_serial(fn, *args):
     """fn(*args) with the pool's two threads and with one thread (fresh copies of the arguments)."""
+    backend.set_cpu_threads(2)
+    assert len(pool.blocks(1000, 1 << 20)) > 1
     out = []
     for threads in (2, 1):
         backend.set_cpu_threads(threads)
@@ -220,3 +225,26 @@ def test_a_run_yields_the_cores_others_keep_busy_records_it_and_resumes_on_as_ma
     monkeypatch.setattr(backend, "busy_cores", lambda: 2)
     assert plans.cpu_threads(plans.as_config(settings))[0] == 1  # never below one thread
     assert plans.cpu_threads(plans.as_config({**settings, "c_device_cpu_yield": 0})) == (2, "")
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+def test_pooled_attention_by_blocks_of_sequences_is_the_serial_attention(restore_threads, grouped: bool) -> None:
+    from baby.nn.mixers.kit import attend, attend_backward, causal_bias  # noqa: PLC0415
+    rng = numpy.random.default_rng(7)
+    b, t, d = 6, 24, 8
+    shape_q, shape_kv = ((b, 2, 2, t, d), (b, 2, 1, t, d)) if grouped else ((b, 4, t, d), (b, 4, t, d))
+    q, k, v = (rng.standard_normal(s).astype(numpy.float32) for s in (shape_q, shape_kv, shape_kv))
+    dy = rng.standard_normal(shape_q).astype(numpy.float32)
+    valid = numpy.ones((b, t), bool)
+    valid[1, :5] = False  # a padded sequence: its own mask row must go with it into its block
+    bias = causal_bias(t, t, None, rank=len(shape_q)) + numpy.where(
+        valid, 0.0, -1e9).astype(numpy.float32).reshape((b,) + (1,) * (len(shape_q) - 2) + (t,))
+
+    def run(q, k, v, dy):
+        y, p = attend(q, k, v, bias, 0.3)
+        return (y, p) + attend_backward(dy, q, k, v, p.copy(), 0.3)
+
+    pooled, serial = pooled_and_serial(run, q, k, v, dy)
+    for a, s in zip(pooled, serial):
+        assert a.shape == s.shape
+        numpy.testing.assert_allclose(a, s, rtol=1e-6, atol=1e-6)

@@ -6,6 +6,7 @@ scale of residual projections is ``layers.residual_std`` (the networks use it to
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy
@@ -90,21 +91,23 @@ def attend(q: Any, k: Any, v: Any, bias: Any, scale: float) -> tuple[Any, Any]:
     """softmax(q k^T * scale + bias) v for (..., Tq, D) queries; returns (output, probabilities).
     Leading axes broadcast, so (B, K, G, T, D) queries can share (B, K, 1, T, D) keys (gqa). On the
     CPU each block of sequences runs all of it on one pool thread, while its scores are in cache."""
-    xp = backend.xp
     lead = numpy.broadcast_shapes(q.shape[:-2], k.shape[:-2])
-    p = xp.empty(lead + (q.shape[-2], k.shape[-2]), dtype=backend.xp.result_type(q, k))
+    if not lead or not backend.splits(lead[0], 3 * math.prod(lead) * q.shape[-2] * k.shape[-2]):
+        return _attend(q, k, v, bias, scale)  # small work (decoding), a GPU, or one thread
+    xp = backend.xp
+    p = xp.empty(lead + (q.shape[-2], k.shape[-2]), dtype=xp.result_type(q, k))
     y = xp.empty(lead + (q.shape[-2], v.shape[-1]), dtype=p.dtype)
-
-    def block(lo: int, hi: int) -> None:
-        qb, kb, vb, bb, pb = (sequences(a, lo, hi, len(lead)) for a in (q, k, v, bias, p))
-        backend.matmul(qb, kb.swapaxes(-1, -2), out=pb)
-        pb *= scale
-        pb += bb
-        softmax_(pb)
-        backend.matmul(pb, vb, out=sequences(y, lo, hi, len(lead)))
-
-    backend.over_rows(block, lead[0] if lead else 1, p.size * 3)
+    backend.over_rows(lambda lo, hi: _attend(*(sequences(a, lo, hi, len(lead)) for a in (q, k, v, bias)), scale,
+                                             *(sequences(a, lo, hi, len(lead)) for a in (p, y))), lead[0], p.size * 3)
     return y, p
+
+
+def _attend(q: Any, k: Any, v: Any, bias: Any, scale: float, p: Any = None, y: Any = None) -> tuple[Any, Any]:
+    s = backend.matmul(q, k.swapaxes(-1, -2), out=p)
+    s *= scale
+    s += bias
+    p = softmax_(s)
+    return backend.matmul(p, v, out=y), p
 
 
 def attend_backward(dy: Any, q: Any, k: Any, v: Any, p: Any, scale: float) -> tuple[Any, Any, Any]:
@@ -112,21 +115,23 @@ def attend_backward(dy: Any, q: Any, k: Any, v: Any, p: Any, scale: float) -> tu
     broadcast keys over an axis sums their gradients over it)."""
     # d: s = q k^T * scale + bias, p = softmax(s), y = p v:
     #    dv = p^T dy, dp = dy v^T, ds = p * (dp - rowsum(p * dp)), dq = ds k * scale, dk = ds^T q * scale
-    xp = backend.xp
     lead = p.shape[:-2]
-    dq = xp.empty(lead + q.shape[-2:], dtype=p.dtype)
-    dk, dv = xp.empty(lead + k.shape[-2:], dtype=p.dtype), xp.empty(lead + v.shape[-2:], dtype=p.dtype)
+    if not lead or not backend.splits(lead[0], 4 * p.size):
+        return _attend_backward(dy, q, k, v, p, scale)
+    xp = backend.xp
+    grads = [xp.empty(lead + x.shape[-2:], dtype=p.dtype) for x in (q, k, v)]
+    backend.over_rows(lambda lo, hi: _attend_backward(*(sequences(a, lo, hi, len(lead)) for a in (dy, q, k, v, p)),
+                                                      scale, *(sequences(g, lo, hi, len(lead)) for g in grads)),
+                      lead[0], p.size * 4)
+    return grads[0], grads[1], grads[2]
 
-    def block(lo: int, hi: int) -> None:
-        dyb, qb, kb, vb, pb = (sequences(a, lo, hi, len(lead)) for a in (dy, q, k, v, p))
-        backend.matmul(pb.swapaxes(-1, -2), dyb, out=sequences(dv, lo, hi, len(lead)))
-        ds = softmax_backward_(pb, backend.matmul(dyb, vb.swapaxes(-1, -2)))
-        ds *= scale
-        backend.matmul(ds, kb, out=sequences(dq, lo, hi, len(lead)))
-        backend.matmul(ds.swapaxes(-1, -2), qb, out=sequences(dk, lo, hi, len(lead)))
 
-    backend.over_rows(block, lead[0] if lead else 1, p.size * 4)
-    return dq, dk, dv
+def _attend_backward(dy: Any, q: Any, k: Any, v: Any, p: Any, scale: float, dq: Any = None, dk: Any = None,
+                     dv: Any = None) -> tuple[Any, Any, Any]:
+    dv = backend.matmul(p.swapaxes(-1, -2), dy, out=dv)
+    ds = softmax_backward_(p, backend.matmul(dy, v.swapaxes(-1, -2)))
+    ds *= scale
+    return backend.matmul(ds, k, out=dq), backend.matmul(ds.swapaxes(-1, -2), q, out=dk), dv
 
 
 def sequences(a: Any, lo: int, hi: int, n_lead: int) -> Any:
