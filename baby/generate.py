@@ -85,7 +85,7 @@ def generate(model: GPT, prompt: list[int] | numpy.ndarray, max_tokens: int, tem
     chances: list[float] = []
     start = time.perf_counter()
     # one new token is a one-row product per matrix: BLAS threads cost more than they save there
-    # (2 threads generated 16 % fewer tokens/s than 1 on the BabyLM 5M model, `bench train`)
+    # (2 threads generated 29 % fewer tokens/s than 1 on the BabyLM GPT 5M model, 2 % on LLaMA 5M)
     with backend.at_most_cpu_threads(1):
         try:
             for _ in range(max_tokens):
