@@ -248,3 +248,25 @@ def test_pooled_attention_by_blocks_of_sequences_is_the_serial_attention(restore
     for a, s in zip(pooled, serial):
         assert a.shape == s.shape
         numpy.testing.assert_allclose(a, s, rtol=1e-6, atol=1e-6)
+
+
+def test_busy_cores_does_not_count_this_processs_own_busy_threads() -> None:
+    import os  # noqa: PLC0415
+    if not os.path.exists("/proc/self/task"):
+        pytest.skip("no /proc")
+    stop = threading.Event()
+    a = numpy.ones((256, 256), numpy.float32)
+
+    def spin() -> None:  # a thread of ours in a GIL-free loop, like a BLAS thread that spins
+        while not stop.is_set():
+            a @ a
+
+    before = backend.busy_cores()
+    thread = threading.Thread(target=spin, daemon=True)
+    thread.start()
+    try:
+        during = backend.busy_cores()
+    finally:
+        stop.set()
+        thread.join()
+    assert during <= max(before, backend.busy_cores())
