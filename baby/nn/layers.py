@@ -86,6 +86,18 @@ def add_in_order(parts: list[Any]) -> Any:
     return sum(parts[1:], parts[0])
 
 
+def normalise(forward_rows: Any, x: Any) -> tuple[Any, tuple[Any, Any]]:
+    """A norm's forward over row blocks: ``forward_rows(x, xhat, scale, y)`` fills the normalised
+    rows, the per-row scale (kept in >= fp32: squares overflow fp16 above 256) and the output.
+    Returns (y, (xhat, scale)) for the backward."""
+    xp = backend.xp
+    xhat = xp.empty(x.shape, dtype=x.dtype)
+    scale = xp.empty(x.shape[:-1] + (1,), dtype=backend.accumulator(x.dtype))
+    y = xp.empty(x.shape, dtype=x.dtype)
+    backend.blockwise(forward_rows, x, xhat, scale, y)
+    return y, (xhat, scale)
+
+
 class LayerNorm(Module):
     """(x - mean) / std * gain + bias over the last axis."""
 
@@ -96,13 +108,7 @@ class LayerNorm(Module):
         self.cache: Any = None
 
     def forward(self, x: Any) -> Any:
-        xp = backend.xp
-        acc = backend.accumulator(x.dtype)  # statistics in >= fp32
-        xhat = xp.empty(x.shape, dtype=x.dtype)
-        rstd = xp.empty(x.shape[:-1] + (1,), dtype=acc)
-        y = xp.empty(x.shape, dtype=x.dtype)
-        backend.blockwise(self._forward_rows, x, xhat, rstd, y)
-        self.cache = xhat, rstd
+        y, self.cache = normalise(self._forward_rows, x)
         return y
 
     def _forward_rows(self, x: Any, xhat_out: Any, rstd: Any, y: Any) -> None:
@@ -152,12 +158,7 @@ class RMSNorm(Module):
         self.cache: Any = None
 
     def forward(self, x: Any) -> Any:
-        xp = backend.xp
-        xhat = xp.empty(x.shape, dtype=x.dtype)
-        r = xp.empty(x.shape[:-1] + (1,), dtype=backend.accumulator(x.dtype))  # squares overflow fp16 above 256
-        y = xp.empty(x.shape, dtype=x.dtype)
-        backend.blockwise(self._forward_rows, x, xhat, r, y)
-        self.cache = xhat, r
+        y, self.cache = normalise(self._forward_rows, x)
         return y
 
     def _forward_rows(self, x: Any, xhat: Any, r: Any, y: Any) -> None:
