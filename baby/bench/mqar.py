@@ -35,7 +35,7 @@ MIXERS = ("induction", "mha", "aft", "gla")
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m baby bench mqar", description=__doc__.split("\n\n")[0])
-    p.add_argument("--mixers", default=",".join(MIXERS), help="mixer names joined by ',' (missing ones are marked)")
+    p.add_argument("--mixers", default=",".join(MIXERS), help="mixers joined by ',', each a c_attention value such as conv+induction (missing ones are marked)")
     p.add_argument("--widths", default=",".join(map(str, WIDTHS)), help="model widths d joined by ','")
     p.add_argument("--cells", default=",".join(f"{n}:{d}" for n, d in CELLS), help="N:D pairs joined by ','")
     p.add_argument("--vocab", type=int, default=512, help="MQAR vocabulary V (Zoology: 8192)")
@@ -138,7 +138,7 @@ def main(argv: list[str]) -> int:
     widths = [int(w) for w in args.widths.split(",")]
     cells = [tuple(int(v) for v in c.split(":")) for c in args.cells.split(",")]
     available = set(core.names("mixer"))
-    missing = [m for m in mixers if m not in available]
+    missing = [m for m in mixers if not set(m.split("+")) <= available]  # "conv+induction": each part registered
     for m in missing:
         print(f"mqar: mixer {m!r} is not registered; marked as missing")
     results, total = [], time.perf_counter()
