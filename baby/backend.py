@@ -29,22 +29,27 @@ class BackendError(RuntimeError):
     """A device or library that was asked for is not available."""
 
 
-_LIMITS: Any = None  # the threadpoolctl limit in force (kept so that it stays in force)
+_BLAS: Any = None  # threadpoolctl's controllers of the BLAS libraries NumPy loaded (found once: slow)
+
 
 def set_cpu_threads(n: int) -> None:
     """Use n CPU threads: NumPy's BLAS (OpenBLAS, MKL or BLIS, whichever NumPy was built with) for
     the GEMMs, via threadpoolctl (the environment variables cover BLAS libraries loaded later), and
     baby's pool (baby/pool.py) for the elementwise and reduction work around them. Measured and
     rejected: GEMMs cut into blocks for the pool with BLAS single-threaded (slower than BLAS's own
-    threads on a quiet machine, and like them far slower than one thread on a busy one)."""
-    global _LIMITS
+    threads on a quiet machine, and like them far slower than one thread on a busy one). A switch
+    costs microseconds (the libraries are looked up once), so a step may change the count."""
+    global _BLAS
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(n)
-    try:
-        from threadpoolctl import threadpool_limits  # noqa: PLC0415 - a runtime dependency, loaded when needed
-    except ImportError as err:
-        raise BackendError("c_device_cpu_cores needs threadpoolctl: pip install threadpoolctl") from err
-    _LIMITS = threadpool_limits(limits=n, user_api="blas")
+    if _BLAS is None:
+        try:
+            from threadpoolctl import ThreadpoolController  # noqa: PLC0415 - a runtime dependency, loaded when needed
+        except ImportError as err:
+            raise BackendError("c_device_cpu_cores needs threadpoolctl: pip install threadpoolctl") from err
+        _BLAS = ThreadpoolController().select(user_api="blas").lib_controllers
+    for lib in _BLAS:
+        lib.set_num_threads(n)
     pool.set_threads(n)
 
 

@@ -33,6 +33,10 @@ BASE: tuple[Setting, ...] = (
        0, 1024),
     _s("c_device_cpu_yield", int, 1, "1: when other processes keep cores busy as a run starts, use only the free "
        "ones (at least 1): threads that wait for a busy core are several times slower than one thread", 0, 1),
+    _s("c_device_cpu_parallel", str, "auto", "how a CPU step uses its threads: batch: one replica of the model "
+       "per thread, each training its slice of the batch (every operation runs on every core; measured faster on "
+       "2 cores); ops: one model, each GEMM and large operation split over the threads; auto: batch when the "
+       "micro-batch has a row for each thread", choices=("auto", "batch", "ops")),
     _s("c_device_gpu_core", int, 0, "index of the GPU to use", 0, 64),
     _s("c_device_gpu_tensor", int, 0, "1 allows TF32 tensor cores for fp32 matmuls on the GPU", 0, 1),
     _s("d_type", str, "fp32", "compute dtype (fp16: mixed precision, fp32 master weights and dynamic loss "
@@ -310,10 +314,15 @@ class Config:
         return max(1, int(round(self._values["r_hidden"] * self._values["n_emb"])))
 
     def __getattr__(self, key: str) -> Any:
+        if key.startswith("__") or key == "_values":  # copy/pickle probe an instance without _values
+            raise AttributeError(key)
         try:
             return self._values[key]
         except KeyError:
             raise AttributeError(key) from None
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> "Config":
+        return self  # immutable: a copied model shares its config
 
     def __setattr__(self, key: str, value: Any) -> None:
         raise AttributeError("Config is immutable; use .replace(key=value)")

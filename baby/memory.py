@@ -3,7 +3,8 @@ that a batch or width the machine cannot hold is refused before the first array 
 
 The estimate (calibrated against tracemalloc peaks of real steps, which it meets within ~1.5x):
   * parameters P ~ V*C (x2 untied) + T*C (learned positions) + L*(4*C^2 per mixer + 3*C*hidden);
-    weights, gradients and the two AdamW moments, plus the copy made when they are packed: 5 floats each;
+    weights, gradients and the two AdamW moments, plus the copy made when they are packed: 5 floats each,
+    and on the CPU one more gradient per extra replica (baby/replicas.py: one per thread);
   * activations per token of a micro-batch ~ 16 floats per residual sub-block and layer per width unit,
     3*V for the logits and their gradient, and L*H*T for the (B, H, T, T) scores of quadratic attention.
 """
@@ -41,7 +42,8 @@ def estimate_training(cfg: Config, n_vocab: int) -> Estimate:
     per_token = layers * parts * 16 * c + 3 * v
     per_token += layers * cfg.n_heads * t * sum(m in QUADRATIC for m in mixers)
     tokens = cfg.batch_size * t
-    return Estimate(params, 5 * params * max(item, 4), per_token * tokens * item)
+    replicas = (cfg.c_device_cpu_cores or os.cpu_count() or 1) if cfg.c_device == "cpu" and cfg.c_device_cpu_parallel != "ops" else 1
+    return Estimate(params, (4 + replicas) * params * max(item, 4), per_token * tokens * item)
 
 
 def machine_memory() -> tuple[int | None, int | None]:

@@ -28,6 +28,7 @@ from baby.memory import check_fits
 from baby.nn.model import GPT
 from baby.nn.network.lor import freeze_base
 from baby.progress import ProgressLog
+from baby.replicas import replica_count
 from baby.runs import RunError, RunStore, check_guid, new_guid
 from baby.tokenizers import Tokenizer, tokenizer_digest, tokenizer_from_dict, train_tokenizer
 from baby.train import Diverged, Trainer, schedule, unigram_entropy
@@ -48,7 +49,8 @@ FINETUNED = "_finetuned"
 # Settings that may change when a run is resumed: they steer the rest of the schedule and the
 # bookkeeping, never the model or the data, so the checkpoint stays valid.
 RESUME_SETTINGS = ("r_learn", "r_learn_min", "s_warmup", "r_clip", "n_steps", "n_epochs", "n_eval_every",
-                   "n_log_every", "n_checkpoint_every", "c_device_cpu_cores", "n_sample_tokens")
+                   "n_log_every", "n_checkpoint_every", "c_device_cpu_cores", "c_device_cpu_parallel",
+                   "n_sample_tokens")
 
 
 # ---- building blocks --------------------------------------------------------------------------------
@@ -276,6 +278,7 @@ def train(config: Config | dict[str, Any] | str | Path, inputs: list[str] | None
         "unknown_tokens": corpus.unknown, "n_vocab": tokenizer.n_vocab, "tokenizer_sha256": tokenizer_digest(tokenizer),
         "n_params": model.n_params(), "n_bytes": model.n_bytes(), "device": backend.device_name,
         "cpu_threads": backend.pool.threads(),
+        "cpu_replicas": replica_count(cfg, cfg.batch_size // comm.size),
         "versions": backend.versions(), "notices": notices,
         "created": _dt.datetime.now().isoformat(timespec="seconds")}}
     if comm.rank == 0:

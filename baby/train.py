@@ -24,6 +24,7 @@ from baby.health import Health
 from baby.nn.layers import cross_entropy
 from baby.nn.model import GPT
 from baby.optim import AdamW, LossScale, lr_at
+from baby.replicas import Replicas, for_training
 
 Log = Callable[[str], None]
 
@@ -67,28 +68,37 @@ class StepResult:
 
 def train_step(model: GPT, opt: AdamW, micro_batches: Iterable[tuple[Any, Any, Any]], lr: float,
                clip: float, ignore: int = -1, scaler: LossScale | None = None, comm: Any = None,
-               health: Health | None = None) -> StepResult:
+               health: Health | None = None, replicas: Replicas | None = None) -> StepResult:
     """The one training step of the package (train, the benchmarks and MQAR): forward, loss and
     backward over each (inputs, targets, dropout rng) micro-batch, the mean of their gradients,
     (the all-reduce over ranks), clipping to ``clip`` (0: off), then AdamW at learning rate ``lr``.
     With a ``scaler`` (fp16) the gradients are computed for scale x loss, unscaled in fp32 by the
     optimizer, and a step whose gradients overflowed is skipped (on the device, no host sync).
-    With ``health`` the step also measures its health figures (left on the device in the result)."""
+    With ``health`` the step also measures its health figures (left on the device in the result).
+    With ``replicas`` (CPU) each micro-batch is cut into slices trained at once, one per replica."""
     model.train()
     opt.zero_grad()
     scale = scaler.scale if scaler is not None else 1.0
     total, count = 0.0, 0
     for x, y, rng in micro_batches:
-        ctx = model.context(x, rng=rng, grad_scale=scale)
-        if health is not None:
-            ctx.residual = []
-        logits = model.forward(x, ctx)
-        loss, dlogits = cross_entropy(logits, y, ignore, grad_scale=scale)
-        model.backward(dlogits)
-        total = total + loss + model.extra_loss()
+        residual: list[list[Any]] | None = [] if health is not None else None
+        if replicas is not None:
+            loss = replicas.forward_backward(x, y, rng, ignore, scale, residual)
+        else:
+            ctx = model.context(x, rng=rng, grad_scale=scale)
+            if residual is not None:
+                ctx.residual = []
+                residual.append(ctx.residual)
+            logits = model.forward(x, ctx)
+            loss, dlogits = cross_entropy(logits, y, ignore, grad_scale=scale)
+            model.backward(dlogits)
+            loss = loss + model.extra_loss()
+        total = total + loss
         count += 1
-        if health is not None:
-            health.add_residual(ctx.residual)
+        for rms in residual or ():
+            health.add_residual(rms)  # type: ignore[union-attr]
+    if replicas is not None:
+        replicas.reduce()
     if count > 1:  # the mean over micro-batches, auxiliary-loss gradients included
         opt.flat_grad *= 1.0 / count
     if comm is not None:
@@ -135,6 +145,8 @@ class Trainer:
         self.tokens_per_step = cfg.batch_size * cfg.n_accumulate * cfg.n_ctx
         self.opt = AdamW(model.parameters(), cfg.r_learn, (cfg.r_beta1, cfg.r_beta2), cfg.r_eps, cfg.r_decay)
         self.scaler = LossScale() if self.opt.mixed else None  # fp16: dynamic loss scaling
+        # CPU: one replica per thread, each training its slice of the batch (c_device_cpu_parallel)
+        self.replicas = for_training(model, self.opt, cfg, cfg.batch_size // self.comm.size)
         self.step = 0
         self.seconds = 0.0  # training time only (evaluation and checkpoints excluded)
         self.curves: dict[str, list[Any]] = {"step": [], "train_loss": [], "val_loss": [], "lr": [],
@@ -167,7 +179,7 @@ class Trainer:
         comm = self.comm if self.comm.size > 1 else None
         measure = self.health if self.logs_after(self.step + 1) else None
         result = train_step(self.model, self.opt, self.micro_batches(), self.lr(), self.cfg.r_clip,
-                            scaler=self.scaler, comm=comm, health=measure)
+                            scaler=self.scaler, comm=comm, health=measure, replicas=self.replicas)
         self.step += 1
         self.watch(result)
         if result.health is not None:
@@ -211,8 +223,8 @@ class Trainer:
     def evaluate(self) -> float:
         model = self.model
         model.eval()
-        losses = [float(cross_entropy(model.forward(x), y)[0])
-                  for x, y in eval_batches(self.val_tokens, self.cfg.n_ctx, self.cfg.batch_size, self.cfg.n_eval_batches)]
+        loss = self.replicas.loss if self.replicas is not None else (lambda x, y: cross_entropy(model.forward(x), y)[0])
+        losses = [float(loss(x, y)) for x, y in eval_batches(self.val_tokens, self.cfg.n_ctx, self.cfg.batch_size, self.cfg.n_eval_batches)]
         model.train()
         return float(numpy.mean(losses))
 

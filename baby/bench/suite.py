@@ -86,10 +86,12 @@ def train_row(name: str, path: str, n_vocab: int, steps: int, threads: int, repe
     data = batches(cfg, n_vocab, steps + 1)
     peak = sgemm_peak()
     flops = GPT(cfg, n_vocab).flops_per_token()["training"]
-    ours, theirs = [], []
+    ours, theirs, one_model = [], [], []
     for _ in range(repeats):
         load(path, threads)
         ours.append(time_ours(cfg, n_vocab, data, 1))
+        if threads > 1:  # the layout before replicas, side by side: one model, threads inside each operation
+            one_model.append(time_ours(cfg.replace(c_device_cpu_parallel="ops"), n_vocab, data, 1))
         if cfg.c_attention == "mha" and cfg.c_network == "mlp":
             theirs.append(time_torch(cfg, n_vocab, data, 1, threads))
         elif cfg.c_network == "swi" and cfg.c_position == "rope":
@@ -98,6 +100,7 @@ def train_row(name: str, path: str, n_vocab: int, steps: int, threads: int, repe
     torch_best = max((t for t in theirs if t), default=None)
     return {"row": name, "config": path, "threads": threads, "params": GPT(cfg, n_vocab).n_params(),
             "sgemm_peak_gflops": peak, "ours": best, "ours_all": ours, "torch": torch_best, "torch_all": theirs,
+            "ours_one_model": max(one_model, default=None), "ours_one_model_all": one_model,
             "ours_peak_share": best * flops / 1e9 / peak,
             "torch_peak_share": None if torch_best is None else torch_best * flops / 1e9 / peak,
             "ratio": None if torch_best is None else best / torch_best}
@@ -242,13 +245,16 @@ def markdown(result: dict[str, Any]) -> str:
     m = result["machine"]
     lines = [f"CPU speed against PyTorch eager, {m['cpu']}, {m['cores']} cores ({m['date']}); best of alternating "
              "repeats, same batches and threads on both sides:", "",
-             "| training | threads | baby tokens/s | PyTorch tokens/s | ratio | baby / PyTorch of sgemm peak |",
-             "|---|---|---|---|---|---|"]
+             "| training | threads | baby tokens/s | PyTorch tokens/s | ratio | baby / PyTorch of sgemm peak "
+             "| baby, one model (c_device_cpu_parallel=ops) |",
+             "|---|---|---|---|---|---|---|"]
     for r in result["train"]:
         theirs = f"{r['torch']:,.0f}" if r["torch"] else "no PyTorch version"
         ratio = f"**{r['ratio']:.2f}**" if r["ratio"] else "-"
         shares = f"{r['ours_peak_share']:.0%} / " + (f"{r['torch_peak_share']:.0%}" if r["torch"] else "-")
-        lines.append(f"| {r['row']} | {r['threads']} | {r['ours']:,.0f} | {theirs} | {ratio} | {shares} |")
+        one = r.get("ours_one_model")
+        one_model = f"{one:,.0f} (replicas {r['ours'] / one:.2f}x)" if one else "-"
+        lines.append(f"| {r['row']} | {r['threads']} | {r['ours']:,.0f} | {theirs} | {ratio} | {shares} | {one_model} |")
     for key, title, unit in (("generation", f"generation ({NEW_TOKENS} new tokens, KV cache, batch 1)", "tokens/s"),
                              ("scoring", "BLiMP scoring", "pairs/s")):
         if result[key]:

@@ -20,6 +20,7 @@ import numpy
 from baby import backend, plans
 from baby.bench.common import machine, save, sgemm_peak
 from baby.config import Config
+from baby.replicas import for_training
 from baby.train import train_step
 from baby.nn.model import GPT
 from baby.optim import AdamW
@@ -32,9 +33,11 @@ def batches(cfg: Config, n_vocab: int, count: int) -> list[numpy.ndarray]:
 
 
 def time_ours(cfg: Config, n_vocab: int, data: list[numpy.ndarray], warmup: int, comm: Any = None) -> float:
-    """Tokens/s of the global batch (cfg.batch_size rows); with ``comm`` the data are this rank's shards."""
+    """Tokens/s of the global batch (cfg.batch_size rows); with ``comm`` the data are this rank's shards.
+    The step uses the thread layout training would (c_device_cpu_parallel: replicas or not)."""
     model = GPT(cfg, n_vocab)
     opt = AdamW(model.parameters(), cfg.r_learn, (cfg.r_beta1, cfg.r_beta2), cfg.r_eps, cfg.r_decay)
+    replicas = for_training(model, opt, cfg, data[0].shape[0])
     start = 0.0
     for i, batch in enumerate(data):
         if i == warmup:
@@ -43,7 +46,8 @@ def time_ours(cfg: Config, n_vocab: int, data: list[numpy.ndarray], warmup: int,
                 comm.barrier()  # every rank starts the clock together
             start = time.perf_counter()
         w = backend.asarray(batch)
-        train_step(model, opt, [(w[:, :-1], w[:, 1:], backend.rng(cfg.seed, 1, i))], cfg.r_learn, cfg.r_clip, comm=comm)
+        train_step(model, opt, [(w[:, :-1], w[:, 1:], backend.rng(cfg.seed, 1, i))], cfg.r_learn, cfg.r_clip, comm=comm,
+                   replicas=replicas)
     backend.sync()
     return (len(data) - warmup) * cfg.batch_size * cfg.n_ctx / (time.perf_counter() - start)
 
