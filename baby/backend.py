@@ -39,6 +39,13 @@ def set_cpu_threads(n: int) -> None:
     rejected: GEMMs cut into blocks for the pool with BLAS single-threaded (slower than BLAS's own
     threads on a quiet machine, and like them far slower than one thread on a busy one). A switch
     costs microseconds (the libraries are looked up once), so a step may change the count."""
+    set_blas_threads(n)
+    pool.set_threads(n)
+
+
+def set_blas_threads(n: int) -> None:
+    """Threads of NumPy's BLAS alone (baby/replicas.py: one each, for the whole run, because BLAS
+    threads woken by one multi-threaded call spin for a while and take the cores from the replicas)."""
     global _BLAS
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(n)
@@ -50,7 +57,6 @@ def set_cpu_threads(n: int) -> None:
         _BLAS = ThreadpoolController().select(user_api="blas").lib_controllers
     for lib in _BLAS:
         lib.set_num_threads(n)
-    pool.set_threads(n)
 
 
 _KEEPING_MEMORY = False

@@ -41,8 +41,11 @@ def replica_count(cfg: "Config", rows: int) -> int:
 
 
 def for_training(model: GPT, opt: AdamW, cfg: "Config", rows: int) -> "Replicas | None":
-    """The replicas a trainer of ``model`` uses (None: one model, threads inside each operation)."""
+    """The replicas a trainer of ``model`` uses (None: one model, threads inside each operation),
+    with BLAS set for that layout: one thread beside replicas, else as many as the pool has."""
     n = replica_count(cfg, rows)
+    if backend.xp is numpy:
+        backend.set_blas_threads(1 if n > 1 else pool.threads())
     return Replicas(model, opt, n) if n > 1 else None
 
 
@@ -80,13 +83,17 @@ class Replicas:
         return [(edges[i], edges[i + 1]) for i in range(self.n) if edges[i + 1] > edges[i]]
 
     def run(self, work: Callable[[int, GPT], Any], count: int) -> list[Any]:
-        """work(i, replica i) for i < count, on the replicas' threads, each with one BLAS thread."""
+        """work(i, replica i) for i < count, on the replicas' threads."""
         for i in range(1, count):
             for p, q in self.pairs[i]:  # the replicas read the model's current weight arrays
                 q.data = p.data
             self.models[i].train(self.model.training)
-        with backend.at_most_cpu_threads(1):
+        before = pool.threads()
+        pool.set_threads(1)  # inside a replica every operation runs whole (BLAS: one thread, see for_training)
+        try:
             return self.threads.run(lambda i: work(i, self.models[i]), count)
+        finally:
+            pool.set_threads(before)
 
     def forward_backward(self, x: Any, y: Any, rng: Any, ignore: int, scale: Any,
                          residual: list[list[Any]] | None) -> Any:

@@ -11,7 +11,7 @@ import pytest
 from baby import backend, plans
 from baby.nn.model import GPT
 from baby.optim import AdamW
-from baby.replicas import Replicas, replica_count
+from baby.replicas import Replicas, for_training, replica_count
 from baby.train import train_step
 
 SMALL = {"n_ctx": 16, "n_emb": 32, "n_heads": 4, "n_layers": 2, "batch_size": 6, "r_dropout": 0.0}
@@ -85,10 +85,15 @@ def test_replicas_share_the_weights_and_keep_their_own_gradients(two_threads) ->
 
 
 def test_replicas_run_on_their_own_threads_with_one_blas_thread(two_threads, monkeypatch) -> None:
+    pytest.importorskip("threadpoolctl")
     cfg = plans.as_config(SMALL)
     model = GPT(cfg, 50)
     opt = AdamW(model.parameters(), 1e-3)
-    reps = Replicas(model, opt, 2)
+    assert for_training(model, opt, cfg.replace(c_device_cpu_parallel="ops"), 6) is None
+    assert all(lib["num_threads"] == 2 for lib in backend.blas_threads())
+    reps = for_training(model, opt, cfg, 6)
+    assert reps is not None and reps.n == 2
+    assert all(lib["num_threads"] == 1 for lib in backend.blas_threads())  # woken BLAS threads would spin
     seen: dict[int, tuple[int, int]] = {}
     barrier = threading.Barrier(2, timeout=10)  # passes only if both replicas run at the same time
 
