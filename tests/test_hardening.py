@@ -65,25 +65,32 @@ def test_cli_refuses_nan_learning_rate_before_any_file(tmp_path: Path, corpus: P
 
 
 def poison_step(monkeypatch: pytest.MonkeyPatch, at_call: int) -> None:
-    """Make the loss and its gradient NaN from the at_call-th training forward on."""
+    """Make the loss and its gradient NaN from the at_call-th training step on (every slice of it,
+    whether one model or the CPU replicas compute it)."""
+    import baby.replicas as replicas_module
     import baby.train as train_module
 
-    real, calls = train_module.cross_entropy, [0]
+    real_loss, real_step, steps = train_module.cross_entropy, train_module.train_step, [0]
 
     def poisoned(logits: Any, targets: Any, ignore: int = -1, **options: Any) -> Any:
-        calls[0] += 1
-        loss, dlogits = real(logits, targets, ignore, **options)
-        if calls[0] >= at_call:
+        loss, dlogits = real_loss(logits, targets, ignore, **options)
+        if steps[0] >= at_call:
             return loss * math.nan, dlogits * math.nan
         return loss, dlogits
 
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        steps[0] += 1
+        return real_step(*args, **kwargs)
+
     monkeypatch.setattr(train_module, "cross_entropy", poisoned)
+    monkeypatch.setattr(replicas_module, "cross_entropy", poisoned)
+    monkeypatch.setattr(train_module, "train_step", counted)
 
 
 def test_divergence_stops_keeps_the_last_good_checkpoint_and_resumes(tmp_path: Path, corpus: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     settings = {**TINY_RUN, "n_log_every": 1, "n_eval_every": 100, "n_checkpoint_every": 4}
-    poison_step(monkeypatch, at_call=7)  # no evaluation before step 12: the 7th forward is step 7
+    poison_step(monkeypatch, at_call=7)  # no evaluation before step 12
     with pytest.raises(Diverged, match="step 7") as caught:
         plans.train(settings, [str(corpus)], root=tmp_path, log=quiet)
     assert "--resume" in str(caught.value) and "r_learn" in str(caught.value)
