@@ -29,7 +29,8 @@ class BackendError(RuntimeError):
     """A device or library that was asked for is not available."""
 
 
-_BLAS: Any = None  # threadpoolctl's controllers of the BLAS libraries NumPy loaded (found once: slow)
+_BLAS: Any = None  # threadpoolctl's controllers of the loaded BLAS libraries (a scan takes milliseconds)
+_BLAS_SCANNED_AT = -1  # len(sys.modules) at the scan: an import since may have loaded another BLAS (SciPy's)
 
 
 def set_cpu_threads(n: int) -> None:
@@ -46,15 +47,16 @@ def set_cpu_threads(n: int) -> None:
 def set_blas_threads(n: int) -> None:
     """Threads of NumPy's BLAS alone (baby/replicas.py: one each, for the whole run, because BLAS
     threads woken by one multi-threaded call spin for a while and take the cores from the replicas)."""
-    global _BLAS
+    global _BLAS, _BLAS_SCANNED_AT
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(n)
-    if _BLAS is None:
+    if _BLAS is None or _BLAS_SCANNED_AT != len(sys.modules):
         try:
             from threadpoolctl import ThreadpoolController  # noqa: PLC0415 - a runtime dependency, loaded when needed
         except ImportError as err:
             raise BackendError("c_device_cpu_cores needs threadpoolctl: pip install threadpoolctl") from err
         _BLAS = ThreadpoolController().select(user_api="blas").lib_controllers
+        _BLAS_SCANNED_AT = len(sys.modules)
     for lib in _BLAS:
         lib.set_num_threads(n)
 

@@ -4,6 +4,7 @@ serial results: the same bits where a block's arithmetic is the whole array's, t
 rounding where block sums are added, and the same bits from one run to the next."""
 from __future__ import annotations
 
+import sys
 import threading
 
 import numpy
@@ -32,6 +33,34 @@ def test_cpu_threads_set_blas_and_the_pool(restore_threads, threads: int) -> Non
     blas = backend.blas_threads()
     assert blas and all(lib["num_threads"] == threads for lib in blas)
     assert pool.threads() == threads
+
+
+def test_a_blas_loaded_after_the_first_switch_is_switched_too(restore_threads, monkeypatch) -> None:
+    """An import (SciPy's own OpenBLAS, say) may load a BLAS after the libraries were looked up: the
+    next switch looks again, or that library would keep its threads spinning beside the replicas."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    scans = []
+
+    class Lib:
+        def set_num_threads(self, n: int) -> None:
+            scans[-1].append(n)
+
+    class Controller:
+        def __init__(self) -> None:
+            scans.append([])
+
+        def select(self, user_api: str):
+            return type("Selected", (), {"lib_controllers": [Lib()]})()
+
+    monkeypatch.setattr(threadpoolctl, "ThreadpoolController", Controller)
+    monkeypatch.setattr(backend, "_BLAS", None)
+    backend.set_blas_threads(2)
+    backend.set_blas_threads(1)
+    assert scans == [[2, 1]]  # looked up once while nothing new is imported
+    monkeypatch.setitem(sys.modules, "a_module_with_its_own_blas", object())
+    backend.set_blas_threads(1)
+    assert scans == [[2, 1], [1]]
+    monkeypatch.setattr(backend, "_BLAS", None)  # the real libraries again for the tests after this
 
 
 def test_freed_memory_is_kept_so_a_step_does_not_fault_its_pages_in_again(restore_threads) -> None:

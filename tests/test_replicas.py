@@ -93,7 +93,8 @@ def test_replicas_run_on_their_own_threads_with_one_blas_thread(two_threads, mon
     assert all(lib["num_threads"] == 2 for lib in backend.blas_threads())
     reps = for_training(model, opt, cfg, 6)
     assert reps is not None and reps.n == 2
-    assert all(lib["num_threads"] == 1 for lib in backend.blas_threads())  # woken BLAS threads would spin
+    blas = backend.blas_threads()
+    assert all(lib["num_threads"] == 1 for lib in blas), blas  # woken BLAS threads would spin
     seen: dict[int, tuple[int, int]] = {}
     barrier = threading.Barrier(2, timeout=10)  # passes only if both replicas run at the same time
 
