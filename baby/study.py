@@ -323,11 +323,16 @@ def run(path: str | Path, root: str | Path = ".", parallel: int = 1, log: Log = 
     """Every cell not done yet, ``parallel`` at a time (each in its own process, one BLAS thread);
     then the study's JSON, table and plot. Returns the JSON's path."""
     study = load_study(path, root)
+    unknown = [name for name in only or [] if not any(name in (c.name, c.key) for c in study.cells)]
+    if unknown:
+        names = sorted({c.name for c in study.cells})
+        raise ConfigError(f"--only {unknown[0]}: no such cell in {path}; cells are {', '.join(names)} (or name_sSEED)")
     corpus_of(study, log)  # split and tokenize once, before the workers start
-    todo = [c for c in study.cells if study.cell_record(c).get("status") != "done"
-            and (not only or c.name in only or c.key in only)]
-    log(f"study {study.name}: {len(study.cells)} cells, {len(study.cells) - len(todo)} done, "
-        f"{len(todo)} to run, {parallel} at a time")
+    done = [c for c in study.cells if study.cell_record(c).get("status") == "done"]
+    todo = [c for c in study.cells if c not in done and (not only or c.name in only or c.key in only)]
+    left = len(study.cells) - len(done) - len(todo)
+    log(f"study {study.name}: {len(study.cells)} cells, {len(done)} done, {len(todo)} to run, {parallel} at a time"
+        + (f" ({left} left for later: not in --only)" if left else ""))
     (study.folder / "logs").mkdir(parents=True, exist_ok=True)
     running: dict[str, tuple[subprocess.Popen, Any]] = {}
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",

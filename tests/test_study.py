@@ -54,6 +54,12 @@ def test_a_typo_in_the_last_cell_fails_before_anything_is_written(tiny_study: Pa
     assert not (tmp_path / "root").exists()
 
 
+def test_an_unknown_only_cell_is_named_before_anything_is_written(tiny_study: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="--only gtp: no such cell.*cells are ci, gpt"):
+        study.run(tiny_study, root=tmp_path / "root", log=quiet, only=["gpt_s1", "gtp"])
+    assert not (tmp_path / "root").exists()
+
+
 def test_match_brings_every_cell_within_the_parameter_tolerance(tiny_study: Path, tmp_path: Path) -> None:
     spec = json.loads(tiny_study.read_text())
     target = study.count_params({**BASE, "c_attention": "mha"}, 300)
@@ -72,7 +78,12 @@ def test_match_brings_every_cell_within_the_parameter_tolerance(tiny_study: Path
 def test_a_study_trains_evaluates_summarises_and_skips_what_is_done(tiny_study: Path, tmp_path: Path) -> None:
     root = tmp_path / "root"
     lines: list[str] = []
+    study.run(tiny_study, root=root, parallel=2, log=lines.append, only=["gpt"])
+    assert any("0 done, 2 to run, 2 at a time (1 left for later: not in --only)" in line for line in lines)
+    assert [r["state"] for r in study.status(tiny_study, root)] == ["done", "done", "not started"]
+    lines.clear()
     out = study.run(tiny_study, root=root, parallel=2, log=lines.append)
+    assert any("2 done, 1 to run, 2 at a time" in line for line in lines)
     data = json.loads(out.read_text())
     assert [c["status"] for c in data["cells"]] == ["done"] * 3
     for record in data["cells"]:
