@@ -53,14 +53,14 @@ def test_a_blas_loaded_after_the_first_switch_is_switched_too(restore_threads, m
             return type("Selected", (), {"lib_controllers": [Lib()]})()
 
     monkeypatch.setattr(threadpoolctl, "ThreadpoolController", Controller)
-    monkeypatch.setattr(backend, "_BLAS", None)
+    monkeypatch.setattr(backend, "_BLAS", None)  # both restored afterwards: the real libraries again
+    monkeypatch.setattr(backend, "_BLAS_SCANNED_AT", -1)
     backend.set_blas_threads(2)
     backend.set_blas_threads(1)
     assert scans == [[2, 1]]  # looked up once while nothing new is imported
     monkeypatch.setitem(sys.modules, "a_module_with_its_own_blas", object())
     backend.set_blas_threads(1)
     assert scans == [[2, 1], [1]]
-    monkeypatch.setattr(backend, "_BLAS", None)  # the real libraries again for the tests after this
 
 
 def test_freed_memory_is_kept_so_a_step_does_not_fault_its_pages_in_again(restore_threads) -> None:
