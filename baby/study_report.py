@@ -65,40 +65,58 @@ def markdown(data: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def loss_curve(records: list[dict[str, Any]]) -> list[tuple[float, float]]:
+    """(words seen, validation loss) averaged over the seeds, at the steps every seed logged."""
+    curves = [r for r in records if r.get("curves")]
+    if not curves:
+        return []
+    per_seed = [{s: v for s, v in zip(r["curves"]["step"], r["curves"]["val_loss"]) if v is not None} for r in curves]
+    steps = sorted(set.intersection(*(set(c) for c in per_seed)))
+    words_per_step = curves[0]["words_per_step"]
+    return [(s * words_per_step, float(numpy.mean([c[s] for c in per_seed]))) for s in steps]
+
+
+def checkpoint_curve(records: list[dict[str, Any]], labels: list[str], metric: str) -> list[tuple[float, float]]:
+    """(words seen, metric in %) averaged over the seeds that reached each checkpoint."""
+    points = []
+    for label in labels:
+        reached = [r for r in records if r.get("results", {}).get(label, {}).get(metric) is not None]
+        if reached:
+            words = reached[0]["results"][label].get("words") or reached[0].get("training", {}).get("words_seen")
+            if words:
+                points.append((words, 100 * float(numpy.mean([r["results"][label][metric] for r in reached]))))
+    return points
+
+
 def plot(data: dict[str, Any], path: Path) -> bool:
-    """Validation loss and BLiMP against words seen, one line per cell (mean over seeds). Returns
-    False (and writes nothing) without matplotlib."""
+    """Validation loss, BLiMP and Zorro against words seen, one line per cell (mean over its seeds;
+    cells of one seed dashed). Returns False (and writes nothing) without matplotlib."""
     try:
         import matplotlib  # noqa: PLC0415 - an optional extra
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt  # noqa: PLC0415
     except ImportError:
         return False
-    fig, (ax_loss, ax_blimp) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, (ax_loss, ax_blimp, ax_zorro) = plt.subplots(1, 3, figsize=(16, 4.8))
     for name, records in by_cell(data).items():
-        curves = [r for r in records if r.get("curves")]
-        if curves:
-            r = curves[0]
-            points = [(s * r["words_per_step"], v) for s, v in zip(r["curves"]["step"], r["curves"]["val_loss"])
-                      if v is not None]
+        style = {"linestyle": "--" if len(records) == 1 else "-",
+                 "label": name + (" (1 seed)" if len(records) == 1 else f" ({len(records)} seeds)")}
+        lines = [(ax_loss, loss_curve(records), "."), (ax_blimp, checkpoint_curve(records, data["checkpoints"], "blimp"), "o"),
+                 (ax_zorro, checkpoint_curve(records, data["checkpoints"], "zorro"), "o")]
+        colour = None
+        for ax, points, marker in lines:
             if points:
-                ax_loss.plot(*zip(*points), marker=".", label=name)
-        marks = []
-        for label in data["checkpoints"]:
-            values = [rec["results"][label].get("blimp") for rec in records if label in rec.get("results", {})]
-            words = [rec["results"][label].get("words") or rec.get("training", {}).get("words_seen")
-                     for rec in records if label in rec.get("results", {})]
-            values = [v for v in values if v is not None]
-            if values and words[0]:
-                marks.append((words[0], 100 * float(numpy.mean(values))))
-        if marks:
-            ax_blimp.plot(*zip(*marks), marker="o", label=name)
+                drawn = ax.plot(*zip(*points), marker=marker, color=colour, **style)
+                colour = drawn[0].get_color()  # one colour per cell across the panels
     ax_loss.set(xlabel="words seen", ylabel="validation loss (nats/token)", title="validation loss")
-    ax_blimp.set(xlabel="words seen", ylabel="BLiMP-filtered accuracy (%)", title="BLiMP")
-    for ax in (ax_loss, ax_blimp):
+    ax_blimp.set(xlabel="words seen", ylabel="accuracy (%)", title="BLiMP-filtered")
+    ax_zorro.set(xlabel="words seen", ylabel="accuracy (%)", title="Zorro")
+    for ax in (ax_loss, ax_blimp, ax_zorro):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(f"study {data['name']}")
+    ax_loss.legend(fontsize=8)
+    limits = {res.get("limit") for r in data["cells"] for res in r.get("results", {}).values()} - {None}
+    early = f"; before the end BLiMP and Zorro score the first {min(limits)} pairs of each paradigm" if limits else ""
+    fig.suptitle(f"study {data['name']}: mean over seeds{early}")
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=110)

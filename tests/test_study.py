@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from baby import plans, study
+from baby.study_report import checkpoint_curve, loss_curve
 from baby.config import ConfigError
 from baby.runs import RunStore
 from baby.train import Interrupted
@@ -95,6 +96,8 @@ def test_a_study_trains_evaluates_summarises_and_skips_what_is_done(tiny_study: 
     assert 0 < ci["induction_match_share"] < 1
     assert all(c.get("induction_match_share") is None for c in data["cells"] if c["cell"] == "gpt")
     table = out.with_suffix(".md").read_text()
+    pytest.importorskip("matplotlib")
+    assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| gpt | 2/2 |" in table and "| ci | 1/1 |" in table
     corpus = json.loads((root / "outputs" / "study_tiny" / "corpus.json").read_text())
     guids = [c["guid"] for c in data["cells"]]
@@ -140,3 +143,14 @@ def test_every_mistake_in_a_study_file_is_named_before_training(tiny_study: Path
     for word in words:
         assert word in str(err.value)
     assert not (tmp_path / "root").exists()
+
+
+def test_the_plotted_curves_are_the_mean_over_seeds() -> None:
+    seed_a = {"curves": {"step": [10, 20, 30], "val_loss": [4.0, 3.0, None]}, "words_per_step": 5,
+              "results": {"1M": {"words": 1000, "blimp": 0.5}, "final": {"words": 3000, "blimp": 0.6}}}
+    seed_b = {"curves": {"step": [10, 20, 30], "val_loss": [5.0, 2.0, 1.0]}, "words_per_step": 5,
+              "results": {"1M": {"words": 1000, "blimp": 0.7}}}  # not finished yet
+    # step 30 has no loss for seed a: only the steps every seed logged are averaged
+    assert loss_curve([seed_a, seed_b]) == [(50, 4.5), (100, 2.5)]
+    assert checkpoint_curve([seed_a, seed_b], ["1M", "final"], "blimp") == [(1000, pytest.approx(60.0)), (3000, pytest.approx(60.0))]
+    assert checkpoint_curve([seed_a, seed_b], ["1M"], "zorro") == []
