@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy
 import pytest
 
 from baby import backend
@@ -24,6 +25,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def float32_cpu_after_each_test():
+    """plans.train switches the backend to its config's device and dtype and leaves it there (the CLI
+    runs one plan per process); without this a test would inherit fp16 from the one before it."""
+    yield
+    if backend.device_name != "cpu" or backend.dtype is not numpy.float32:
+        backend.use("cpu", d_type="fp32")
 
 
 @pytest.fixture(params=BACKENDS)
