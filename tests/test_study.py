@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from baby import plans, study
-from baby.study_report import checkpoint_curve, loss_curve
 from baby.config import ConfigError
 from baby.runs import RunStore
+from baby.study_report import checkpoint_curve, loss_curve
 from baby.train import Interrupted
 from tests.conftest import ROOT
 from tests.test_plans import quiet
