@@ -11,7 +11,7 @@ A study file is JSON (paths relative to the folder the command runs in)::
      "base": {settings every cell shares},
      "checkpoints": "500K,1M,2M",           # words seen; "final" is always evaluated too
      "target_params": 5210000, "tolerance": 0.03,
-     "eval": {"blimp": DIR, "zorro": DIR, "checkpoint_limit": 100},
+     "eval": {"blimp": DIR, "zorro": DIR, "checkpoint_limit": 100, "final_limit": 0},
      "cells": [{"name": "gpt", "settings": {...}, "seeds": [1, 2], "match": "r_hidden"}, ...]}
 
 ``match`` names the setting (``r_hidden``: the feed-forward width) adjusted so that the cell's parameter count
@@ -52,7 +52,7 @@ Log = Callable[[str], None]
 STUDY_KEYS = {"name", "about", "inputs", "holdout", "base", "checkpoints", "target_params", "tolerance",
               "eval", "cells"}
 CELL_KEYS = {"name", "about", "settings", "seeds", "match"}
-EVAL_KEYS = {"blimp", "zorro", "checkpoint_limit", "batch_size"}
+EVAL_KEYS = {"blimp", "zorro", "checkpoint_limit", "final_limit", "batch_size"}
 MATCHABLE = ("r_hidden",)
 
 
@@ -149,10 +149,10 @@ def load_study(path: str | Path, root: str | Path = ".") -> Study:
     for task in ("blimp", "zorro"):
         if task in evals and not Path(evals[task]).is_dir():
             raise _fail(path, f"eval.{task}", f"{evals[task]}: no such data folder")
-    for key in ("checkpoint_limit", "batch_size"):
-        value = evals.get(key, 1)
-        if not isinstance(value, int) or isinstance(value, bool) or value < (0 if key == "checkpoint_limit" else 1):
-            raise _fail(path, f"eval.{key}", f"{value!r}: an integer >= {0 if key == 'checkpoint_limit' else 1} is required")
+    for key in ("checkpoint_limit", "final_limit", "batch_size"):
+        value, low = evals.get(key, 1), 1 if key == "batch_size" else 0
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise _fail(path, f"eval.{key}", f"{value!r}: an integer >= {low} is required")
     target, tolerance = spec.get("target_params"), spec.get("tolerance", 0.03)
     if target is not None and (not isinstance(target, (int, float)) or isinstance(target, bool) or target < 0):
         raise _fail(path, "target_params", f"{target!r}: a parameter count is required")
@@ -235,7 +235,8 @@ def evaluate_cell(study: Study, cell: Cell, guid: str, label: str, log: Log) -> 
     from baby.evaluate.run import evaluate  # noqa: PLC0415 - evaluation loads what it needs
 
     checkpoint = "" if label == "final" else label
-    limit = 0 if label == "final" else int(study.evals.get("checkpoint_limit", 0))
+    # a sweep may score its final models on a sample too (final_limit); a study of record scores every pair
+    limit = int(study.evals.get("final_limit" if label == "final" else "checkpoint_limit", 0))
     options = {"root": study.root, "checkpoint": checkpoint, "log": log,
                "batch_size": int(study.evals.get("batch_size", 64))}
     ppl = evaluate(guid, "perplexity", inputs=[str(study.folder / "data" / "heldout")], **options)

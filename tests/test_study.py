@@ -37,7 +37,7 @@ def tiny_study(tmp_path: Path) -> Path:
     (zorro / "agreement-x.txt").write_text("the king is .\nthe king are .\nwe go .\nwe goes .", encoding="utf-8")
     spec = {"name": "tiny", "about": "a test", "inputs": [str(data)], "holdout": 0.1, "base": BASE,
             "checkpoints": "100", "target_params": 0, "tolerance": 0.5,
-            "eval": {"blimp": str(blimp), "zorro": str(zorro), "checkpoint_limit": 1},
+            "eval": {"blimp": str(blimp), "zorro": str(zorro), "checkpoint_limit": 1, "final_limit": 2},
             "cells": [{"name": "gpt", "settings": {"c_attention": "mha"}, "seeds": [1, 2]},
                       {"name": "ci", "settings": {"c_attention": "conv+induction", "c_network": "swi",
                                                   "n_conv_groups": 4}}]}
@@ -91,7 +91,7 @@ def test_a_study_trains_evaluates_summarises_and_skips_what_is_done(tiny_study: 
         assert set(record["results"]) == {"100", "final"}
         final, early = record["results"]["final"], record["results"]["100"]
         assert final["ppl_token"] > 1 and 0 <= final["blimp"] <= 1 and 0 <= final["zorro"] <= 1
-        assert early["limit"] == 1 and early["words"] == 100
+        assert early["limit"] == 1 and early["words"] == 100 and final["limit"] == 2
     ci = [c for c in data["cells"] if c["cell"] == "ci"][0]
     assert 0 < ci["induction_match_share"] < 1
     assert all(c.get("induction_match_share") is None for c in data["cells"] if c["cell"] == "gpt")
@@ -132,6 +132,7 @@ def test_an_interrupted_cell_resumes(tiny_study: Path, tmp_path: Path) -> None:
     (lambda s: s["cells"][0].update(settings=[1]), ["cell 1", "settings"]),
     (lambda s: s["cells"][0].update(seeds=[-1]), ["cell 1", "seed"]),
     (lambda s: s["eval"].update(checkpoint_limit="lots"), ["checkpoint_limit"]),
+    (lambda s: s["eval"].update(final_limit=-1), ["final_limit"]),
     (lambda s: s["cells"][1]["settings"].update(c_tokenizer="char"), ["c_tokenizer", "n_vocab"]),
 ])
 def test_every_mistake_in_a_study_file_is_named_before_training(tiny_study: Path, tmp_path: Path, edit, words) -> None:
