@@ -1,5 +1,5 @@
-"""The notebook executes headless, top to bottom, on a tiny config (train and the lab, then info and
-inference without the lab). Pictures go to files: the lab draws with matplotlib's Figure (Agg), no GUI."""
+"""The notebook executes headless, top to bottom, on a tiny config (train, one layer by hand and the lab,
+then info and inference without those two chapters). Pictures go to files: the lab draws with matplotlib's Figure (Agg), no GUI."""
 from __future__ import annotations
 
 import json
@@ -17,8 +17,8 @@ pytest.importorskip("ipykernel")
 
 def run_notebook(tmp_path: Path, overrides: str, lab: bool = True) -> None:
     nb = nbformat.read(ROOT / "littlebaby.ipynb", as_version=4)
-    if not lab:  # the lab trains models of its own: once is enough
-        nb.cells = [c for c in nb.cells if "lab" not in c.get("metadata", {}).get("tags", [])]
+    if not lab:  # the lab trains models of its own and the layer chapter needs no run: once is enough
+        nb.cells = [c for c in nb.cells if not {"lab", "layer"} & set(c.get("metadata", {}).get("tags", []))]
     index = next(i for i, c in enumerate(nb.cells) if "parameters" in c.get("metadata", {}).get("tags", []))
     nb.cells.insert(index + 1, nbformat.v4.new_code_cell(overrides))  # as papermill injects parameters
     nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
@@ -37,6 +37,12 @@ def test_notebook_trains_then_describes_and_samples(tmp_path: Path) -> None:
     assert "validation loss" in outputs
     guids = sorted(p.stem.split("_")[1] for p in (tmp_path / "configs").glob("config_*.json"))
     assert len(guids) == 3  # the plan's run and the lab's two
+    # one layer by hand: the formulas matched (the cells assert it), the code that ran was shown, the check passed
+    layer = outputs.split("gradient check of the attention above")
+    assert len(layer) == 2 and "WRONG" not in layer[1].split("mha (mixer)")[0]
+    assert layer[0].count("largest difference from the formula") == 4
+    for shown in ("def forward(", "def backward(", "# baby/nn/"):
+        assert shown in layer[0], shown
     # the lab: its gradient check passes on mha and catches the flipped sign
     assert "mha (mixer)" in outputs and "WRONG" in outputs.split("BrokenAFT")[1]
     assert "WRONG" not in outputs.split("BrokenAFT")[0]
