@@ -284,42 +284,16 @@ def sync() -> None:
         xp.cuda.Stream.null.synchronize()
 
 
-# ---- fused elementwise kernels (CuPy only; the NumPy code beside each caller is the reference) ----
+# ---- compiled elementwise kernels (CuPy only): the fast CuPy bodies of baby/ops/cuda.py ----------
 
-use_fused = True  # tests switch it off to compare a fused kernel with the readable path
-_FUSED: dict[str, Any] = {}
-_KERNELS = {
-    # gelu (tanh form): y = 0.5 x (1 + t), t = tanh(c (x + a x^3)); one pass instead of ~8
-    "gelu": ("T x", "T y, T t", """
-        float xf = (float)x;
-        float tf = tanhf(0.7978845608028654f * (xf + 0.044715f * xf * xf * xf));
-        t = (T)tf;
-        y = (T)(0.5f * xf * (1.0f + tf));"""),
-    # its backward: dy [0.5 (1 + t) + 0.5 x (1 - t^2) c (1 + 3 a x^2)]
-    "gelu_backward": ("T x, T t, T dy", "T dx", """
-        float xf = (float)x, tf = (float)t;
-        float d = 0.5f * (1.0f + tf) + 0.5f * xf * (1.0f - tf * tf) * 0.7978845608028654f
-                  * (1.0f + 3.0f * 0.044715f * xf * xf);
-        dx = (T)(d * (float)dy);"""),
-    # AdamW on the flat buffers, in place: m, v, then decoupled decay and the step
-    "adamw": ("T g, T mask, float64 lr, float64 b1, float64 b2, float64 eps, float64 decay, float64 c1, float64 c2",
-              "T w, T m, T v", """
-        m = b1 * m + (1.0 - b1) * g;
-        v = b2 * v + (1.0 - b2) * g * g;
-        w = w - lr * decay * mask * w;
-        w = w - (lr / c1) * m / (sqrt(v / c2) + eps);"""),
-}
+_KERNELS: dict[str, Any] = {}
 
 
-def fused(name: str) -> Any:
-    """The fused CuPy kernel ``name`` (see _KERNELS), or None on NumPy or when fusion is off: the
-    caller then runs its NumPy reference path."""
-    if xp is numpy or not use_fused:
-        return None
-    if name not in _FUSED:
-        inputs, outputs, body = _KERNELS[name]
-        _FUSED[name] = xp.ElementwiseKernel(inputs, outputs, body, f"baby_{name}")
-    return _FUSED[name]
+def elementwise_kernel(name: str, inputs: str, outputs: str, body: str) -> Any:
+    """CuPy's ElementwiseKernel of this CUDA ``body``, compiled once per name (on the GPU only)."""
+    if name not in _KERNELS:
+        _KERNELS[name] = xp.ElementwiseKernel(inputs, outputs, body, name)
+    return _KERNELS[name]
 
 
 def device_memory() -> tuple[int | None, int | None]:

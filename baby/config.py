@@ -37,6 +37,9 @@ BASE: tuple[Setting, ...] = (
        "per thread, each training its slice of the batch (every operation runs on every core; measured faster on "
        "2 cores); ops: one model, each GEMM and large operation split over the threads; auto: batch when the "
        "micro-batch has a row for each thread", choices=("auto", "batch", "ops")),
+    _s("c_ops", str, "fast", "bodies of the elementwise ops (baby/ops/): fast (in place, row blocks, fused kernels) or "
+       "reference (the textbook formulas, for learning and debugging; BABY_OPS=reference does the same)",
+       choices=("fast", "reference")),
     _s("c_device_gpu_core", int, 0, "index of the GPU to use", 0, 64),
     _s("c_device_gpu_tensor", int, 0, "1 allows TF32 tensor cores for fp32 matmuls on the GPU", 0, 1),
     _s("d_type", str, "fp32", "compute dtype (fp16: mixed precision, fp32 master weights and dynamic loss "

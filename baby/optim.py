@@ -17,8 +17,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from baby import backend
-from baby.nn.layers import add_in_order
+from baby import backend, ops
 from baby.nn.core import Parameter
 
 
@@ -77,8 +76,7 @@ class AdamW:
         before, as a device scalar (no host sync: the trainer reads it at the log cadence)."""
         xp = backend.xp
         grad = self.grad
-        squares = backend.blockwise(_sum_of_squares, grad)
-        norm = xp.sqrt(add_in_order(squares))
+        norm = ops.grad_norm(grad)
         if max_norm > 0:  # factor 1 below the threshold, so the gradients stay bit for bit
             factor = xp.minimum(1.0, max_norm / (norm + 1e-6))
             grad *= xp.where(norm > max_norm, factor, 1.0).astype(grad.dtype)
@@ -109,30 +107,10 @@ class AdamW:
             t, weights, g = xp.maximum(self.applied, 1.0), self.master, self.grad32
         else:
             t, weights, g = self.t, self.flat, self.flat_grad
-            kernel = backend.fused("adamw")
-            if kernel is not None and weights.dtype == self.m.dtype:  # CuPy: one pass over five buffers
-                kernel(g, self.decay_mask, lr, b1, b2, self.eps, self.weight_decay, 1 - b1 ** t, 1 - b2 ** t,
-                       weights, self.m, self.v)
-                return
-        c1, c2 = 1 - self.betas[0] ** t, 1 - self.betas[1] ** t
-        backend.blockwise(lambda g_, mask, w, m, v: self._update_rows(g_, mask, w, m, v, lr, b1, b2, c1, c2),
-                          g, self.decay_mask, weights, self.m, self.v)
+        c1, c2 = 1 - self.betas[0] ** t, 1 - self.betas[1] ** t  # bias corrections of moments that start at 0
+        ops.adamw(g, self.decay_mask, weights, self.m, self.v, lr, b1, b2, self.eps, self.weight_decay, c1, c2)
         if self.mixed:
             self.flat[...] = self.master  # the fp16 compute copies, refreshed
-
-    def _update_rows(self, g: Any, mask: Any, weights: Any, m: Any, v: Any, lr: Any, b1: Any, b2: Any,
-                     c1: Any, c2: Any) -> None:
-        """The AdamW update of one block of the flat buffers (bias corrections c1, c2)."""
-        m *= b1
-        m += (1 - b1) * g
-        v *= b2
-        v += (1 - b2) * (g * g)
-        # decoupled decay: shrink the weights directly, never through the gradient
-        if self.weight_decay:
-            weights -= (lr * self.weight_decay) * mask * weights
-        denom = backend.xp.sqrt(v / c2)
-        denom += self.eps
-        weights -= ((lr / c1) * m / denom).astype(weights.dtype)
 
     def state_dict(self) -> dict[str, Any]:
         state = {"t": self.t, "m": self.m, "v": self.v}
@@ -151,11 +129,6 @@ class AdamW:
             self.master[...] = backend.asarray(state["master"])
             self.applied[...] = float(state.get("applied", self.t))
             self.flat[...] = self.master
-
-
-def _sum_of_squares(g: Any) -> Any:
-    g = g.astype(backend.xp.float64, copy=False)  # a long sum: float64
-    return backend.xp.dot(g, g)
 
 
 class LossScale:

@@ -1,19 +1,20 @@
 """The kit every sequence mixer builds from, each piece written once: head split/merge, the blocked
-score value, masks and the masked softmax, causal softmax attention and its backward, rotary
-positions, the time-axis histories of decoding (a preallocated KV history and a sliding window of
+score value, masks and the masked softmax, rotary position tables, the time-axis histories of decoding (a preallocated KV history and a sliding window of
 recent inputs), prefix means and suffix sums, and the per-head softmax gate of moh/swh. The init
-scale of residual projections is ``layers.residual_std`` (the networks use it too).
+scale of residual projections is ``layers.residual_std`` (the networks use it too). Attention's core
+(``attend``, ``attend_backward``) and the rotation ``rope`` are ops (baby/ops/attention.py), handed on
+from here so that every mixer finds its pieces in one place.
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy
 
 from baby import backend
 from baby.nn.context import Context
-from baby.nn.layers import Linear, softmax, softmax_, softmax_backward, softmax_backward_
+from baby.nn.layers import Linear
+from baby.ops import attend, attend_backward, rope, softmax, softmax_, softmax_backward  # noqa: F401 - handed on
 
 # ---- head reshapes --------------------------------------------------------------------------------
 
@@ -84,62 +85,7 @@ def masked_softmax_(s: Any, mask: Any, axis: int = -1) -> Any:
     return softmax_(s, axis)
 
 
-# ---- attention core ---------------------------------------------------------------------------------
-
-
-def attend(q: Any, k: Any, v: Any, bias: Any, scale: float) -> tuple[Any, Any]:
-    """softmax(q k^T * scale + bias) v for (..., Tq, D) queries; returns (output, probabilities).
-    Leading axes broadcast, so (B, K, G, T, D) queries can share (B, K, 1, T, D) keys (gqa). On the
-    CPU each block of sequences runs all of it on one pool thread, while its scores are in cache."""
-    lead = numpy.broadcast_shapes(q.shape[:-2], k.shape[:-2])
-    if not lead or not backend.splits(lead[0], 3 * math.prod(lead) * q.shape[-2] * k.shape[-2]):
-        return _attend(q, k, v, bias, scale)  # small work (decoding), a GPU, or one thread
-    xp = backend.xp
-    p = xp.empty(lead + (q.shape[-2], k.shape[-2]), dtype=xp.result_type(q, k))
-    y = xp.empty(lead + (q.shape[-2], v.shape[-1]), dtype=p.dtype)
-    backend.over_rows(lambda lo, hi: _attend(*(sequences(a, lo, hi, len(lead)) for a in (q, k, v, bias)), scale,
-                                             *(sequences(a, lo, hi, len(lead)) for a in (p, y))), lead[0], p.size * 3)
-    return y, p
-
-
-def _attend(q: Any, k: Any, v: Any, bias: Any, scale: float, p: Any = None, y: Any = None) -> tuple[Any, Any]:
-    s = backend.matmul(q, k.swapaxes(-1, -2), out=p)
-    s *= scale
-    s += bias
-    p = softmax_(s)
-    return backend.matmul(p, v, out=y), p
-
-
-def attend_backward(dy: Any, q: Any, k: Any, v: Any, p: Any, scale: float) -> tuple[Any, Any, Any]:
-    """Gradients of ``attend`` w.r.t. q, k, v, shaped like the broadcast product (a caller that
-    broadcast keys over an axis sums their gradients over it)."""
-    # d: s = q k^T * scale + bias, p = softmax(s), y = p v:
-    #    dv = p^T dy, dp = dy v^T, ds = p * (dp - rowsum(p * dp)), dq = ds k * scale, dk = ds^T q * scale
-    lead = p.shape[:-2]
-    if not lead or not backend.splits(lead[0], 4 * p.size):
-        return _attend_backward(dy, q, k, v, p, scale)
-    xp = backend.xp
-    grads = [xp.empty(lead + x.shape[-2:], dtype=p.dtype) for x in (q, k, v)]
-    backend.over_rows(lambda lo, hi: _attend_backward(*(sequences(a, lo, hi, len(lead)) for a in (dy, q, k, v, p)),
-                                                      scale, *(sequences(g, lo, hi, len(lead)) for g in grads)),
-                      lead[0], p.size * 4)
-    return grads[0], grads[1], grads[2]
-
-
-def _attend_backward(dy: Any, q: Any, k: Any, v: Any, p: Any, scale: float, dq: Any = None, dk: Any = None,
-                     dv: Any = None) -> tuple[Any, Any, Any]:
-    dv = backend.matmul(p.swapaxes(-1, -2), dy, out=dv)
-    ds = softmax_backward_(p, backend.matmul(dy, v.swapaxes(-1, -2)))
-    ds *= scale
-    return backend.matmul(ds, k, out=dq), backend.matmul(ds.swapaxes(-1, -2), q, out=dk), dv
-
-
-def sequences(a: Any, lo: int, hi: int, n_lead: int) -> Any:
-    """Sequences lo:hi (the first of ``n_lead`` batch axes) of an operand of attention; an operand
-    that broadcasts along that axis (a shared mask, size 1) is every block's whole."""
-    if a.ndim < n_lead + 2 or a.shape[a.ndim - n_lead - 2] == 1:
-        return a
-    return a[(slice(None),) * (a.ndim - n_lead - 2) + (slice(lo, hi),)]
+# ---- attention core: ``attend`` and ``attend_backward`` are ops (baby/ops/attention.py) -------------------
 
 
 # ---- rotary positions -------------------------------------------------------------------------------
@@ -156,14 +102,7 @@ def rope_tables(positions: Any, dim: int, base: float = ROPE_BASE) -> tuple[Any,
     return xp.cos(angles).astype(backend.dtype), xp.sin(angles).astype(backend.dtype)
 
 
-def rope(x: Any, cos: Any, sin: Any, inverse: bool = False) -> Any:
-    """Rotate (x1, x2) halves of the last axis by the angles; ``inverse`` rotates back (the backward)."""
-    xp = backend.xp
-    half = x.shape[-1] // 2
-    x1, x2 = x[..., :half], x[..., half:]
-    if inverse:
-        sin = -sin
-    return xp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1)
+# rope(x, cos, sin, inverse) itself is an op (baby/ops/attention.py)
 
 
 # ---- time-axis histories of decoding ------------------------------------------------------------

@@ -1,0 +1,341 @@
+"""Fast NumPy bodies of the ops: the same math as the references, computed in fewer passes over
+memory (in place, ``out=``) and, on several threads, over blocks of rows on baby's pool (baby/pool.py:
+each block's arrays stay in cache while every step runs on them). Each is held equal to its
+reference by tests/test_ops.py; BABY_OPS=reference (or c_ops) runs the references instead.
+
+Row blocks are fixed by the shape and the thread count, and partial sums are added in row order
+(``add_in_order``), so a run repeats bit for bit.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy
+
+from baby import backend
+from baby.ops import activations as act
+from baby.ops import attention, norms, optim, softmax
+from baby.ops.registry import fast
+
+
+def add_in_order(parts: list[Any]) -> Any:
+    """The sum of the row blocks' partial sums, added in row order (a run repeats bit for bit)."""
+    return sum(parts[1:], parts[0])
+
+
+# ---- activations ----------------------------------------------------------------------------------
+
+
+@fast(act.gelu)
+def gelu(x: Any) -> tuple[Any, Any]:
+    if x.dtype == numpy.float16:  # x^3 overflows fp16 beyond |x| ~ 40 (and inf * 0 is NaN in backward)
+        y, t = gelu(x.astype(numpy.float32))
+        return y.astype(numpy.float16), t.astype(numpy.float16)
+    y, t = numpy.empty_like(x), numpy.empty_like(x)
+    backend.blockwise(_gelu_rows, x, y, t)
+    return y, t
+
+
+def _gelu_rows(x: Any, y: Any, t: Any) -> None:
+    numpy.multiply(x, x, out=t)
+    t *= act.GELU_A
+    t += 1.0
+    t *= x
+    t *= act.GELU_C
+    numpy.tanh(t, out=t)
+    numpy.add(t, 1.0, out=y)
+    y *= x
+    y *= 0.5
+
+
+@fast(act.gelu_backward)
+def gelu_backward(x: Any, t: Any, dy: Any) -> Any:
+    if x.dtype == numpy.float16:
+        f32 = numpy.float32
+        return gelu_backward(x.astype(f32), t.astype(f32), dy.astype(f32)).astype(dy.dtype)
+    d = numpy.empty_like(dy)
+    backend.blockwise(_gelu_backward_rows, x, t, dy, d)
+    return d
+
+
+def _gelu_backward_rows(x: Any, t: Any, dy: Any, d: Any) -> None:
+    numpy.multiply(x, x, out=d)
+    d *= 3 * act.GELU_A * act.GELU_C
+    d += act.GELU_C
+    d *= x
+    d *= 1.0 - t * t
+    d += t
+    d += 1.0
+    d *= 0.5
+    d *= dy
+
+
+@fast(act.glu)
+def glu(fused: Any, gate: str) -> tuple[Any, Any]:
+    y = numpy.empty(fused.shape[:-1] + (fused.shape[-1] // 2,), dtype=fused.dtype)
+    s = numpy.empty_like(y)
+    a = s if gate == "sigmoid" else numpy.empty_like(y)
+    fused = numpy.ascontiguousarray(fused)
+    backend.blockwise(lambda f, y_, s_, a_: _glu_rows(f, y_, s_, a_, gate), fused, y, s, a)
+    return y, (fused, a, s, gate)
+
+
+def _glu_rows(fused: Any, y: Any, s: Any, a: Any, gate: str) -> None:
+    half = fused.shape[-1] // 2
+    value, pre = fused[..., :half], fused[..., half:]
+    s[...] = act.sigmoid(pre)
+    if gate == "swish":
+        numpy.multiply(pre, s, out=a)  # silu(pre) = pre * sigmoid(pre)
+    numpy.multiply(value, a, out=y)
+
+
+@fast(act.glu_backward)
+def glu_backward(cache: Any, dy: Any) -> Any:
+    fused, a, s, gate = cache
+    dfused = numpy.empty(fused.shape, dtype=dy.dtype)
+    backend.blockwise(lambda f, a_, s_, dy_, d: _glu_backward_rows(f, a_, s_, dy_, d, gate),
+                      fused, a, s, numpy.ascontiguousarray(dy), dfused)
+    return dfused
+
+
+def _glu_backward_rows(fused: Any, a: Any, s: Any, dy: Any, dfused: Any, gate: str) -> None:
+    half = fused.shape[-1] // 2
+    value, pre = fused[..., :half], fused[..., half:]
+    numpy.multiply(dy, a, out=dfused[..., :half])
+    dact = dy * value
+    dfused[..., half:] = dact * s * (1.0 - s) if gate == "sigmoid" else act.silu_backward(pre, s, dact)
+
+
+# ---- norms ------------------------------------------------------------------------------------------
+
+
+def _normalise(forward_rows: Any, x: Any) -> tuple[Any, tuple[Any, Any]]:
+    """A norm's forward over row blocks: ``forward_rows(x, xhat, scale, y)`` fills the normalised
+    rows, the per-row scale (kept in >= fp32) and the output. Returns (y, (xhat, scale))."""
+    xhat = numpy.empty(x.shape, dtype=x.dtype)
+    scale = numpy.empty(x.shape[:-1] + (1,), dtype=backend.accumulator(x.dtype))
+    y = numpy.empty(x.shape, dtype=x.dtype)
+    backend.blockwise(forward_rows, x, xhat, scale, y)
+    return y, (xhat, scale)
+
+
+@fast(norms.layer_norm)
+def layer_norm(x: Any, gain: Any, bias: Any, eps: float) -> tuple[Any, Any]:
+    def rows(x: Any, xhat_out: Any, rstd: Any, y: Any) -> None:
+        x = x.astype(rstd.dtype, copy=False)
+        xhat = x - x.mean(axis=-1, keepdims=True)
+        var = numpy.einsum("...i,...i->...", xhat, xhat)[..., None]  # no squared temporary
+        var *= 1.0 / x.shape[-1]
+        var += eps
+        numpy.sqrt(var, out=rstd)
+        numpy.divide(1.0, rstd, out=rstd)
+        xhat *= rstd
+        xhat_out[...] = xhat
+        numpy.multiply(xhat_out, gain, out=y)
+        y += bias
+    return _normalise(rows, x)
+
+
+@fast(norms.layer_norm_backward)
+def layer_norm_backward(dy: Any, xhat: Any, rstd: Any, gain: Any) -> tuple[Any, Any, Any]:
+    def rows(dy: Any, xhat: Any, rstd: Any, dx_out: Any) -> tuple[Any, Any]:
+        lead, acc = tuple(range(dy.ndim - 1)), backend.accumulator(dy.dtype)
+        dgain, dbias = (dy * xhat).sum(axis=lead, dtype=acc), dy.sum(axis=lead, dtype=acc)
+        g = dy * gain
+        proj = numpy.einsum("...i,...i->...", g, xhat, dtype=acc)[..., None]
+        proj *= 1.0 / dy.shape[-1]
+        dx = g - g.mean(axis=-1, keepdims=True, dtype=acc)
+        dx -= xhat * proj
+        dx *= rstd
+        dx_out[...] = dx
+        return dgain, dbias
+
+    dx = numpy.empty(dy.shape, dtype=dy.dtype)
+    parts = backend.blockwise(rows, dy, xhat, rstd, dx)
+    return dx, add_in_order([dgain for dgain, _ in parts]), add_in_order([dbias for _, dbias in parts])
+
+
+@fast(norms.rms_norm)
+def rms_norm(x: Any, gain: Any, eps: float) -> tuple[Any, Any]:
+    def rows(x: Any, xhat: Any, r: Any, y: Any) -> None:
+        x32 = x.astype(r.dtype, copy=False)
+        r[...] = 1.0 / numpy.sqrt((x32 * x32).mean(axis=-1, keepdims=True) + eps)
+        xhat[...] = x32 * r
+        numpy.multiply(xhat, gain, out=y)
+    return _normalise(rows, x)
+
+
+@fast(norms.rms_norm_backward)
+def rms_norm_backward(dy: Any, xhat: Any, r: Any, gain: Any) -> tuple[Any, Any]:
+    def rows(dy: Any, xhat: Any, r: Any, dx: Any) -> Any:
+        dgain = (dy * xhat).sum(axis=tuple(range(dy.ndim - 1)), dtype=r.dtype)
+        g = dy * gain
+        dx[...] = r * (g - xhat * (g * xhat).mean(axis=-1, keepdims=True, dtype=r.dtype))
+        return dgain
+
+    dx = numpy.empty(dy.shape, dtype=dy.dtype)
+    return dx, add_in_order(backend.blockwise(rows, dy, xhat, r, dx))
+
+
+# ---- softmax and the loss -------------------------------------------------------------------------
+
+
+@fast(softmax.softmax_)
+def softmax_(x: Any, axis: int = -1) -> Any:
+    if axis in (-1, x.ndim - 1):
+        backend.blockwise(_softmax_rows_, x)
+    else:
+        _softmax_rows_(x, axis)
+    return x
+
+
+def _softmax_rows_(x: Any, axis: int = -1) -> None:
+    x -= x.max(axis=axis, keepdims=True)
+    numpy.exp(x, out=x)
+    x /= x.sum(axis=axis, keepdims=True, dtype=backend.accumulator(x.dtype))
+
+
+@fast(softmax.softmax_backward_)
+def softmax_backward_(p: Any, dp: Any, axis: int = -1) -> Any:
+    if axis in (-1, dp.ndim - 1) and p.shape == dp.shape:
+        backend.blockwise(_softmax_backward_rows_, p, dp)
+    else:
+        _softmax_backward_rows_(p, dp, axis)
+    return dp
+
+
+def _softmax_backward_rows_(p: Any, dp: Any, axis: int = -1) -> None:
+    dp -= (dp * p).sum(axis=axis, keepdims=True, dtype=backend.accumulator(dp.dtype))
+    dp *= p
+
+
+@fast(softmax.cross_entropy)
+def cross_entropy(logits: Any, targets: Any, ignore: int = -1, grad_scale: Any = 1.0) -> tuple[Any, Any]:
+    flat = logits.reshape(-1, logits.shape[-1])
+    t = targets.reshape(-1)
+    valid = t != ignore
+    count = numpy.maximum(valid.sum(), 1)
+    weight = valid * (grad_scale / count)
+    dlogits = numpy.empty(flat.shape, dtype=logits.dtype)
+    parts = backend.blockwise(_cross_entropy_rows, numpy.ascontiguousarray(flat), t, valid, weight, dlogits)
+    return add_in_order(parts) / count, dlogits.reshape(logits.shape)
+
+
+def _cross_entropy_rows(z: Any, t: Any, valid: Any, weight: Any, dz: Any) -> Any:
+    """One block of rows: writes dz, returns the block's summed loss (float64)."""
+    rows = numpy.arange(t.shape[0])
+    safe_t = numpy.where(valid, t, 0)
+    # one (N, V) buffer, updated in place: the logits of a large vocabulary are the biggest array
+    e = dz if dz.dtype != numpy.float16 else numpy.empty(z.shape, dtype=numpy.float32)  # fp16 logits in fp32
+    numpy.subtract(z, z.max(axis=-1, keepdims=True), out=e)
+    picked = e[rows, safe_t]
+    numpy.exp(e, out=e)
+    total = e.sum(axis=-1)
+    loss = ((numpy.log(total) - picked) * valid).sum(dtype=numpy.float64)
+    e *= (weight / total).astype(e.dtype)[:, None]  # softmax, scaled per row
+    e[rows, safe_t] -= weight.astype(e.dtype)
+    if e is not dz:
+        dz[...] = e
+    return loss
+
+
+# ---- attention --------------------------------------------------------------------------------------
+
+
+@fast(attention.attend)
+def attend(q: Any, k: Any, v: Any, bias: Any, scale: float) -> tuple[Any, Any]:
+    """Each block of sequences runs all of attention on one pool thread, while its scores are in cache."""
+    lead = numpy.broadcast_shapes(q.shape[:-2], k.shape[:-2])
+    if not lead or not backend.splits(lead[0], 3 * math.prod(lead) * q.shape[-2] * k.shape[-2]):
+        return _attend(q, k, v, bias, scale)  # small work (decoding) or one thread
+    p = numpy.empty(lead + (q.shape[-2], k.shape[-2]), dtype=numpy.result_type(q, k))
+    y = numpy.empty(lead + (q.shape[-2], v.shape[-1]), dtype=p.dtype)
+    n = len(lead)
+    backend.over_rows(lambda lo, hi: _attend(*(_sequences(a, lo, hi, n) for a in (q, k, v, bias)), scale,
+                                             *(_sequences(a, lo, hi, n) for a in (p, y))), lead[0], p.size * 3)
+    return y, p
+
+
+def _attend(q: Any, k: Any, v: Any, bias: Any, scale: float, p: Any = None, y: Any = None) -> tuple[Any, Any]:
+    s = backend.matmul(q, k.swapaxes(-1, -2), out=p)
+    s *= scale
+    s += bias
+    p = softmax_(s)
+    return backend.matmul(p, v, out=y), p
+
+
+@fast(attention.attend_backward)
+def attend_backward(dy: Any, q: Any, k: Any, v: Any, p: Any, scale: float) -> tuple[Any, Any, Any]:
+    lead = p.shape[:-2]
+    if not lead or not backend.splits(lead[0], 4 * p.size):
+        return _attend_backward(dy, q, k, v, p, scale)
+    grads = [numpy.empty(lead + x.shape[-2:], dtype=p.dtype) for x in (q, k, v)]
+    n = len(lead)
+    backend.over_rows(lambda lo, hi: _attend_backward(*(_sequences(a, lo, hi, n) for a in (dy, q, k, v, p)), scale,
+                                                      *(_sequences(g, lo, hi, n) for g in grads)),
+                      lead[0], p.size * 4)
+    return grads[0], grads[1], grads[2]
+
+
+def _attend_backward(dy: Any, q: Any, k: Any, v: Any, p: Any, scale: float, dq: Any = None, dk: Any = None,
+                     dv: Any = None) -> tuple[Any, Any, Any]:
+    dv = backend.matmul(p.swapaxes(-1, -2), dy, out=dv)
+    ds = softmax_backward_(p, backend.matmul(dy, v.swapaxes(-1, -2)))
+    ds *= scale
+    return backend.matmul(ds, k, out=dq), backend.matmul(ds.swapaxes(-1, -2), q, out=dk), dv
+
+
+def _sequences(a: Any, lo: int, hi: int, n_lead: int) -> Any:
+    """Sequences lo:hi (the first of ``n_lead`` batch axes) of an operand of attention; an operand
+    that broadcasts along that axis (a shared mask, size 1) is every block's whole."""
+    if a.ndim < n_lead + 2 or a.shape[a.ndim - n_lead - 2] == 1:
+        return a
+    return a[(slice(None),) * (a.ndim - n_lead - 2) + (slice(lo, hi),)]
+
+
+@fast(attention.rope)
+def rope(x: Any, cos: Any, sin: Any, inverse: bool = False) -> Any:
+    """Both halves written straight into one output (no concatenation)."""
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    out = numpy.empty(numpy.broadcast_shapes(x.shape, cos.shape[:-1] + (x.shape[-1],)), dtype=numpy.result_type(x, cos))
+    lo, hi = out[..., :half], out[..., half:]
+    if inverse:  # (x1 cos + x2 sin, x2 cos - x1 sin)
+        numpy.multiply(x1, cos, out=lo)
+        lo += x2 * sin
+        numpy.multiply(x2, cos, out=hi)
+        hi -= x1 * sin
+    else:
+        numpy.multiply(x1, cos, out=lo)
+        lo -= x2 * sin
+        numpy.multiply(x1, sin, out=hi)
+        hi += x2 * cos
+    return out
+
+
+# ---- the optimizer ----------------------------------------------------------------------------------
+
+
+@fast(optim.adamw)
+def adamw(g: Any, decay_mask: Any, w: Any, m: Any, v: Any, lr: Any, b1: Any, b2: Any, eps: float, decay: float,
+          c1: Any, c2: Any) -> None:
+    def rows(g: Any, mask: Any, w: Any, m: Any, v: Any) -> None:
+        m *= b1
+        m += (1 - b1) * g
+        v *= b2
+        v += (1 - b2) * (g * g)
+        if decay:
+            w -= (lr * decay) * mask * w
+        denom = numpy.sqrt(v / c2)
+        denom += eps
+        w -= ((lr / c1) * m / denom).astype(w.dtype)
+    backend.blockwise(rows, g, decay_mask, w, m, v)
+
+
+@fast(optim.grad_norm)
+def grad_norm(g: Any) -> Any:
+    def rows(g: Any) -> Any:
+        g = g.astype(numpy.float64, copy=False)
+        return numpy.dot(g, g)
+    return numpy.sqrt(add_in_order(backend.blockwise(rows, g)))

@@ -1,0 +1,60 @@
+"""Fast CuPy bodies of the ops: fused elementwise kernels, one pass over memory where the reference
+makes several. Compiled on first use through ``backend.elementwise_kernel`` (backend.py is the only
+file that imports CuPy); fp64 inputs run the reference (the kernels compute in fp32)."""
+from __future__ import annotations
+
+from typing import Any
+
+from baby import backend
+from baby.ops import activations as act
+from baby.ops import optim
+from baby.ops.registry import fast
+
+KERNELS = {
+    # gelu (tanh form): y = 0.5 x (1 + t), t = tanh(c (x + a x^3)); one pass instead of ~8
+    "gelu": ("T x", "T y, T t", """
+        float xf = (float)x;
+        float tf = tanhf(0.7978845608028654f * (xf + 0.044715f * xf * xf * xf));
+        t = (T)tf;
+        y = (T)(0.5f * xf * (1.0f + tf));"""),
+    # its backward: dy [0.5 (1 + t) + 0.5 x (1 - t^2) c (1 + 3 a x^2)]
+    "gelu_backward": ("T x, T t, T dy", "T dx", """
+        float xf = (float)x, tf = (float)t;
+        float d = 0.5f * (1.0f + tf) + 0.5f * xf * (1.0f - tf * tf) * 0.7978845608028654f
+                  * (1.0f + 3.0f * 0.044715f * xf * xf);
+        dx = (T)(d * (float)dy);"""),
+    # AdamW on the flat buffers, in place: m, v, then decoupled decay and the step
+    "adamw": ("T g, T mask, float64 lr, float64 b1, float64 b2, float64 eps, float64 decay, float64 c1, float64 c2",
+              "T w, T m, T v", """
+        m = b1 * m + (1.0 - b1) * g;
+        v = b2 * v + (1.0 - b2) * g * g;
+        w = w - lr * decay * mask * w;
+        w = w - (lr / c1) * m / (sqrt(v / c2) + eps);"""),
+}
+
+
+def kernel(name: str) -> Any:
+    return backend.elementwise_kernel(f"baby_{name}", *KERNELS[name])
+
+
+@fast(act.gelu, "cupy")
+def gelu(x: Any) -> tuple[Any, Any]:
+    if x.dtype == backend.xp.float64:
+        return act.gelu.reference(x)
+    return kernel("gelu")(x)
+
+
+@fast(act.gelu_backward, "cupy")
+def gelu_backward(x: Any, t: Any, dy: Any) -> Any:
+    if x.dtype == backend.xp.float64:
+        return act.gelu_backward.reference(x, t, dy)
+    return kernel("gelu_backward")(x, t, dy)
+
+
+@fast(optim.adamw, "cupy")
+def adamw(g: Any, decay_mask: Any, w: Any, m: Any, v: Any, lr: Any, b1: Any, b2: Any, eps: float, decay: float,
+          c1: Any, c2: Any) -> None:
+    if w.dtype != m.dtype or not all(isinstance(a, float | int) for a in (lr, b1, b2, c1, c2)):
+        return optim.adamw.reference(g, decay_mask, w, m, v, lr, b1, b2, eps, decay, c1, c2)  # mixed precision
+    kernel("adamw")(g, decay_mask, lr, b1, b2, eps, decay, c1, c2, w, m, v)
+    return None
