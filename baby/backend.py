@@ -234,16 +234,22 @@ def splits(n_rows: int, elements: int) -> bool:
 def blockwise(fn: Any, *arrays: Any) -> list[Any]:
     """fn(*blocks) over aligned row blocks of arrays that share their leading axes (each viewed as
     rows of its last axis; 1-D arrays as rows of one value). The caller preallocates the outputs
-    among ``arrays``, and fn writes its block of them with ``out=`` or in place. Runs fn once on
-    the whole arrays on a GPU, with one thread, or when an array is not contiguous."""
-    if xp is not numpy or pool.threads() == 1:
+    among ``arrays``, and fn writes its block of them with ``out=`` or in place. On the CPU the blocks
+    are sized to the cache (every pass of fn over a block then reads cache, not memory) and shared
+    among the pool's threads when the work is large enough; fn's results come back in row order.
+    Runs fn once on the whole arrays on a GPU or when an array is not contiguous."""
+    if xp is not numpy or not all(x.flags.c_contiguous for x in arrays):
         return [fn(*arrays)]
-    elements = sum(x.size for x in arrays)
     n_rows = arrays[0].size // arrays[0].shape[-1] if arrays[0].ndim > 1 else arrays[0].size
-    if not splits(n_rows, elements) or not all(x.flags.c_contiguous for x in arrays):
+    step = pool.cache_rows(sum(x.nbytes for x in arrays) / max(n_rows, 1))
+    if step >= n_rows and pool.threads() == 1:
         return [fn(*arrays)]
     rows = [x.reshape(-1, x.shape[-1]) if x.ndim > 1 else x for x in arrays]
-    return pool.over_rows(lambda lo, hi: fn(*(r[lo:hi] for r in rows)), n_rows, elements)
+
+    def cached(lo: int, hi: int) -> list[Any]:
+        return [fn(*(r[a:min(a + step, hi)] for r in rows)) for a in range(lo, hi, step)]
+
+    return [part for parts in pool.over_rows(cached, n_rows, sum(x.size for x in arrays)) for part in parts]
 
 
 def accumulator(dtype: Any) -> Any:

@@ -26,6 +26,30 @@ BLOCKS_PER_THREAD = 2  # more blocks than threads: the free thread takes the nex
 MIN_ELEMENTS = 1 << 21  # values an operation touches below which it runs whole on the calling thread
 
 
+def _l2_bytes(default: int = 1 << 20) -> int:
+    """The per-core L2 cache of this machine (Linux sysfs), or ``default``."""
+    try:
+        for index in sorted(os.listdir("/sys/devices/system/cpu/cpu0/cache")):
+            folder = f"/sys/devices/system/cpu/cpu0/cache/{index}"
+            with open(f"{folder}/level", encoding="ascii") as f:
+                if f.read().strip() != "2":
+                    continue
+            with open(f"{folder}/size", encoding="ascii") as f:
+                size = f.read().strip().upper()
+            scale = {"K": 1 << 10, "M": 1 << 20}.get(size[-1:], 1)
+            return int(size.rstrip("KM")) * scale
+    except (OSError, ValueError):
+        pass
+    return default
+
+
+# An elementwise operation makes several passes over its arrays (GELU: 8). A block of rows whose arrays
+# fit in L2 together makes them all in cache, where one that streams from memory pays each pass again:
+# GELU of (2048, 1024) fp32 ran in 2.6 ms in blocks of 128 rows against 4.3 ms whole (Xeon, 2 MB L2).
+L2_BYTES = _l2_bytes()
+CACHE_BYTES = L2_BYTES * 3 // 4  # the arrays of one block, together; the rest is the block's temporaries
+
+
 class Pool:
     """``threads - 1`` helper threads plus the caller; ``run`` blocks until every block is done."""
 
@@ -117,6 +141,11 @@ def blocks(n_rows: int, elements: int) -> list[tuple[int, int]]:
     return [(edges[i], edges[i + 1]) for i in range(count) if edges[i + 1] > edges[i]]
 
 
+def cache_rows(row_bytes: float) -> int:
+    """Rows of ``row_bytes`` (summed over an operation's arrays) that fit in one cache-sized block."""
+    return max(1, int(CACHE_BYTES // max(row_bytes, 1)))
+
+
 def over_rows(fn: Callable[[int, int], Any], n_rows: int, elements: int) -> list[Any]:
     """fn(lo, hi) for row ranges covering [0, n_rows), in parallel where it pays; returns the results
     in row order (partial sums are then added in a fixed order: runs repeat bit for bit)."""
@@ -126,4 +155,4 @@ def over_rows(fn: Callable[[int, int], Any], n_rows: int, elements: int) -> list
     return _POOL.run(lambda i: fn(*ranges[i]), len(ranges))
 
 
-__all__ = ["Pool", "busy", "set_threads", "threads", "blocks", "over_rows", "BLOCKS_PER_THREAD", "MIN_ELEMENTS"]
+__all__ = ["Pool", "busy", "set_threads", "threads", "blocks", "cache_rows", "over_rows", "CACHE_BYTES", "L2_BYTES", "BLOCKS_PER_THREAD", "MIN_ELEMENTS"]

@@ -44,3 +44,14 @@ def test_the_suite_table_has_a_line_for_every_measured_row() -> None:
     assert "| conv + induction 4M | 2 | 15,000 | no PyTorch version | - | 41% / - |" in table
     assert "| BabyLM GPT 5M | 1 | 300.0 | 150.0 | **2.00** |" in table and "| BabyLM GPT 5M | 1 | 170.0 | 85.0 |" in table
     assert "1 thread 7,000 tokens/s, 2 threads 1,400" in table and "1 used) 6,900" in table
+
+
+def test_the_suite_names_its_machine() -> None:
+    from baby.bench import common  # noqa: PLC0415
+    assert common.isa({"avx2", "avx512f", "avx512bw", "avx512_vnni"}) == "AVX-512 (bw, vnni)"
+    assert common.isa({"avx", "avx2", "fma"}) == "AVX2"
+    assert common.isa(set()) == "unknown"
+    m = common.machine()
+    assert {"cpu", "isa", "cores", "l2_cache_kib", "blas", "numpy", "date"} <= set(m)
+    line = common.machine_line({**m, "cpu": "Some CPU", "isa": "AVX2", "blas": "OpenBLAS 0.3 (Haswell kernels)"})
+    assert line.startswith("Some CPU, AVX2, ") and "on OpenBLAS 0.3 (Haswell kernels)" in line

@@ -10,21 +10,72 @@ from typing import Any
 
 import numpy
 
-from baby import backend
+from baby import backend, pool
 from baby.runs import write_json
 
 
 def machine() -> dict[str, Any]:
-    cpu = platform.processor() or ""
+    """What a number was measured on: CPU model and ISA, cores, L2 cache, BLAS library and kernel, versions."""
+    info: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())  # the first core's lines
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "device": backend.device_name, "platform": platform.platform(),
-            "date": _dt.date.today().isoformat(), **backend.versions()}
+    cpu = info.get("model name") or platform.processor()
+    flags = set((info.get("flags") or info.get("Features") or "").split())
+    return {"cpu": cpu, "isa": isa(flags), "cores": os.cpu_count(), "l2_cache_kib": pool.L2_BYTES >> 10,
+            "blas": blas(), "device": backend.device_name, "platform": platform.platform(),
+            "date": _dt.date.today().isoformat(), **backend.versions(), **torch_build()}
+
+
+def machine_line(m: dict[str, Any]) -> str:
+    """The machine of a table in one line: CPU, ISA, cores, BLAS on both sides, date."""
+    parts = [m["cpu"]] + ([m["isa"]] if m.get("isa") else []) + [f"{m['cores']} cores"]
+    if m.get("blas"):
+        parts.append(f"NumPy {m.get('numpy', '')} on {m['blas']}")
+    if m.get("torch"):
+        parts.append(f"PyTorch {m['torch']} on {m.get('torch_blas', '?')}")
+    return ", ".join(parts) + f" ({m['date']})"
+
+
+def isa(flags: set[str]) -> str:
+    """The widest vector instructions among the CPU's flags: AVX-512 (with its extensions), AVX2, ..."""
+    if "avx512f" in flags:
+        extensions = [name for name in ("bw", "vl", "vnni", "bf16", "fp16") if f"avx512{name}" in flags
+                      or f"avx512_{name}" in flags]
+        return "AVX-512" + (f" ({', '.join(extensions)})" if extensions else "")
+    for flag, name in (("avx2", "AVX2"), ("avx", "AVX"), ("sve", "SVE"), ("asimd", "NEON"), ("sse4_2", "SSE4.2")):
+        if flag in flags:
+            return name
+    return "unknown"
+
+
+def blas() -> str:
+    """NumPy's BLAS as threadpoolctl reports it: library, version and the kernel it chose for this CPU."""
+    try:
+        from threadpoolctl import threadpool_info  # noqa: PLC0415 - a runtime dependency of the CPU path
+    except ImportError:
+        return "unknown"
+    for info in threadpool_info():
+        if info.get("user_api") == "blas" and "numpy" in str(info.get("filepath", "")):
+            name = {"openblas": "OpenBLAS", "mkl": "MKL", "blis": "BLIS"}.get(info.get("internal_api"), "BLAS")
+            kernel = info.get("architecture")
+            return f"{name} {info.get('version')}" + (f" ({kernel} kernels)" if kernel else "")
+    return "unknown"
+
+
+def torch_build() -> dict[str, str]:
+    """PyTorch's version and the BLAS it was built with (its side of a comparison), when importable."""
+    try:
+        import torch  # noqa: PLC0415 - optional, benchmark only
+    except ImportError:
+        return {}
+    text = torch.__config__.show()
+    library = "MKL" if "Math Kernel Library" in text else "OpenBLAS" if "OpenBLAS" in text else "unknown"
+    return {"torch": torch.__version__.split("+")[0], "torch_blas": library, "torch_cpu_capability":
+            torch.backends.cpu.get_cpu_capability()}
 
 
 def sgemm_peak(n: int = 1024, seconds: float = 1.0) -> float:

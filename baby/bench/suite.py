@@ -25,7 +25,7 @@ from typing import Any
 import numpy
 
 from baby import backend, plans
-from baby.bench.common import machine, save, sgemm_peak
+from baby.bench.common import machine, machine_line, save, sgemm_peak
 from baby.bench.train import batches, time_ours, time_torch
 from baby.config import Config
 from baby.nn.model import GPT
@@ -242,8 +242,7 @@ def _ratio_line(what: str, row: dict[str, Any], unit: str) -> str:
 
 
 def markdown(result: dict[str, Any]) -> str:
-    m = result["machine"]
-    lines = [f"CPU speed against PyTorch eager, {m['cpu']}, {m['cores']} cores ({m['date']}); best of alternating "
+    lines = [f"CPU speed against PyTorch eager, {machine_line(result['machine'])}; best of alternating "
              "repeats, same batches and threads on both sides:", "",
              "| training | threads | baby tokens/s | PyTorch tokens/s | ratio | baby / PyTorch of sgemm peak "
              "| baby, one model (c_device_cpu_parallel=ops) |",

@@ -18,7 +18,7 @@ from typing import Any
 import numpy
 
 from baby import backend, plans
-from baby.bench.common import machine, save, sgemm_peak
+from baby.bench.common import machine, machine_line, save, sgemm_peak
 from baby.config import Config
 from baby.replicas import for_training
 from baby.train import train_step
@@ -214,7 +214,7 @@ def main(argv: list[str]) -> int:
         rows.append(f"\nratio baby / PyTorch: **{best / torch_best:.2f}**")
     m = result["machine"]
     table = (f"Training speed, {cfg.n_layers} layers x {cfg.n_heads} heads x {cfg.n_emb} wide, block {cfg.n_ctx}, "
-             f"batch {cfg.batch_size}, {threads} threads, {m['cpu']} ({m['date']}):\n\n" + "\n".join(rows) +
+             f"batch {cfg.batch_size}, {threads} threads, {machine_line(m)}:\n\n" + "\n".join(rows) +
              f"\n\nModel file of {io['params']:,} parameters ({io['file_bytes'] / 2**20:.1f} MiB): "
              f"save {io['save_seconds']:.2f} s, load {io['load_seconds']:.2f} s")
     save("train", result, table, args.out)
