@@ -11,8 +11,10 @@ import sys
 from typing import Any
 
 from baby import distributed, plans
+from baby.corpus import DEFAULT_INPUT
+from baby.progress import say
 from baby.backend import BackendError
-from baby.config import ConfigError, parse_override
+from baby.config import ConfigError, parse_override, resumable_keys
 from baby.corpus import CorpusError
 from baby.formats import FormatError
 from baby.jsonio import FileFault
@@ -60,11 +62,11 @@ def parser() -> argparse.ArgumentParser:
 
     p = add("train", "train a new model (or --resume an interrupted run)")
     p.add_argument("--config", help="settings JSON, e.g. configs/cpu.json")
-    p.add_argument("--input", nargs="+", help=f"text files, directories or .gz files (default {plans.DEFAULT_INPUT})")
+    p.add_argument("--input", nargs="+", help=f"text files, directories or .gz files (default {DEFAULT_INPUT})")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting (repeatable); "
                    "python -m baby settings lists them")
     p.add_argument("--resume", metavar="GUID", help="continue this run from its last checkpoint; with --set "
-                   f"only {', '.join(plans.RESUME_SETTINGS)} may change (e.g. a lower r_learn after a "
+                   f"only {', '.join(resumable_keys())} may change (e.g. a lower r_learn after a "
                    "divergence, n_steps to extend a finished run)")
 
     p = add("finetune", "train a run further on new text (writes _finetuned files)")
@@ -178,7 +180,8 @@ def run(argv: list[str]) -> int:
         from baby.nn.gradcheck import check_names  # noqa: PLC0415
         return 0 if check_names(args.names) else 1
     if args.plan == "bench":
-        module = importlib.import_module(f"baby.bench.{args.name}")
+        # `bench train` is the CPU suite (baby.bench.suite), or with --config one model (baby.bench.train)
+        module = importlib.import_module(f"baby.bench.{'suite' if args.name == 'train' else args.name}")
         return int(module.main(args.args) or 0)
     return dispatch(args)
 
@@ -215,9 +218,9 @@ def dispatch(args: argparse.Namespace) -> int:
         plans.run_plan("runs", as_json=args.json, **common)
     elif args.plan == "export":
         plans.run_plan("export", guid=args.guid, out=args.out, checkpoint=args.checkpoint, finetuned=args.finetuned,
-                       log=plans.say, **common)
+                       log=say, **common)
     elif args.plan == "import":
-        plans.run_plan("import", source=args.source, log=plans.say, **common)
+        plans.run_plan("import", source=args.source, log=say, **common)
     elif args.plan == "delete":
         plans.run_plan("delete", guid=args.guid, **common)
     elif args.plan == "info":

@@ -152,20 +152,3 @@ def read_report(store: RunStore, guid: str, suffix: str = "") -> dict[str, Any]:
     if not path.exists():
         raise RunError(f"run {guid}{suffix} has no report under {store.root.resolve()} (not trained to the end?)")
     return store.read("report", guid, suffix)
-
-
-def plot(guids: list[str], out: str | Path, root: str | Path = ".", finetuned: bool = False,
-         log: Log = print) -> Path:
-    """Overlay the training curves of several runs in one PNG (a variant comparison)."""
-    fig_cls = figure_class()
-    if fig_cls is None:
-        raise ConfigError(f"plot: {NO_MATPLOTLIB}")
-    if not guids:
-        raise ConfigError("plot needs at least one --guid")
-    store = RunStore(root)
-    suffix = "_finetuned" if finetuned else ""
-    reports = [read_report(store, g, suffix) for g in guids]
-    labels = [f"{g[:8]} {store.read('config', g, suffix)['settings'].get('c_attention', '')}" for g in guids]
-    path = save_figure(overlay_figure(fig_cls, reports, labels), out)
-    log(f"chart: {path}")
-    return path

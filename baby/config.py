@@ -14,90 +14,91 @@ from pathlib import Path
 from typing import Any
 
 from baby.jsonio import FileFault, read_json
-from baby.nn import core
+from baby.nn import variants
 from baby.nn.settings import ConfigError, Setting
 
-__all__ = ["Config", "ConfigError", "Setting", "all_settings", "parse_override", "parse_warmup",
+__all__ = ["Config", "ConfigError", "Setting", "all_settings", "as_config", "parse_override", "parse_warmup",
            "parse_word_counts", "settings_table"]
 
 
 def _s(key: str, type_: type, default: Any, doc: str, low: float | None = None,
-       high: float | None = None, choices: tuple[Any, ...] | None = None) -> Setting:
-    return Setting(key, type_, default, doc, low, high, choices)
+       high: float | None = None, choices: tuple[Any, ...] | None = None, role: str = "architecture",
+       resume: bool = False) -> Setting:
+    return Setting(key, type_, default, doc, low, high, choices, role, resume)
 
 
 # Names come from the seed (c_*, n_*, r_*, s_*, d_*); the additions keep its style.
 BASE: tuple[Setting, ...] = (
-    _s("c_device", str, "cpu", "cpu: NumPy; gpu: CuPy", choices=("cpu", "gpu")),
+    _s("c_device", str, "cpu", "cpu: NumPy; gpu: CuPy", choices=("cpu", "gpu"), role="runtime"),
     _s("c_device_cpu_cores", int, 0, "CPU threads, for BLAS and for baby's pool of elementwise work (0: every core)",
-       0, 1024),
+       0, 1024, role="runtime", resume=True),
     _s("c_device_cpu_yield", int, 1, "1: when other processes keep cores busy as a run starts, use only the free "
-       "ones (at least 1): threads that wait for a busy core are several times slower than one thread", 0, 1),
+       "ones (at least 1): threads that wait for a busy core are several times slower than one thread", 0, 1, role="runtime"),
     _s("c_device_cpu_parallel", str, "auto", "how a CPU step uses its threads: batch: one replica of the model "
        "per thread, each training its slice of the batch (every operation runs on every core; measured faster on "
        "2 cores); ops: one model, each GEMM and large operation split over the threads; auto: batch when the "
-       "micro-batch has a row for each thread", choices=("auto", "batch", "ops")),
+       "micro-batch has a row for each thread", choices=("auto", "batch", "ops"), role="runtime", resume=True),
     _s("c_ops", str, "fast", "bodies of the elementwise ops (baby/ops/): fast (in place, row blocks, fused kernels) or "
        "reference (the textbook formulas, for learning and debugging; BABY_OPS=reference does the same)",
-       choices=("fast", "reference")),
-    _s("c_device_gpu_core", int, 0, "index of the GPU to use", 0, 64),
-    _s("c_device_gpu_tensor", int, 0, "1 allows TF32 tensor cores for fp32 matmuls on the GPU", 0, 1),
+       choices=("fast", "reference"), role="runtime", resume=True),
+    _s("c_device_gpu_core", int, 0, "index of the GPU to use", 0, 64, role="runtime"),
+    _s("c_device_gpu_tensor", int, 0, "1 allows TF32 tensor cores for fp32 matmuls on the GPU", 0, 1, role="runtime"),
     _s("d_type", str, "fp32", "compute dtype (fp16: mixed precision, fp32 master weights and dynamic loss "
-       "scaling; on the CPU its products run as fp32 GEMMs)", choices=("fp16", "fp32", "fp64")),
-    _s("c_tokenizer", str, "char", "tokenizer: char, word, or bpe (byte-level BPE)", choices=("char", "word", "bpe")),
-    _s("n_vocab", int, 0, "BPE vocabulary size (char/word: 0, the vocabulary is what the text has)", 0, 1 << 20),
+       "scaling; on the CPU its products run as fp32 GEMMs)", choices=("fp16", "fp32", "fp64"), role="architecture"),
+    _s("c_tokenizer", str, "char", "tokenizer: char, word, or bpe (byte-level BPE)", choices=("char", "word", "bpe"), role="data"),
+    _s("n_vocab", int, 0, "BPE vocabulary size (char/word: 0, the vocabulary is what the text has)", 0, 1 << 20, role="data"),
     _s("c_sequence", str, "pre", "pre: windows cut once from offset 0; post: a new random offset every epoch",
-       choices=("pre", "post")),
-    _s("c_attention", str, "mha", "sequence mixers of a block, joined by '+' (e.g. conv+induction)"),
-    _s("c_network", str, "mlp", "feed-forward variant (empty: none)"),
-    _s("c_norm", str, "layer", "normalisation: layer (LayerNorm) or rms (RMSNorm)", choices=("layer", "rms")),
+       choices=("pre", "post"), role="data"),
+    _s("c_attention", str, "mha", "sequence mixers of a block, joined by '+' (e.g. conv+induction)", role="architecture"),
+    _s("c_network", str, "mlp", "feed-forward variant (empty: none)", role="architecture"),
+    _s("c_norm", str, "layer", "normalisation: layer (LayerNorm) or rms (RMSNorm)", choices=("layer", "rms"), role="architecture"),
     _s("c_norm_final", str, "", "final normalisation before the head (empty: same as c_norm)",
-       choices=("", "layer", "rms")),
+       choices=("", "layer", "rms"), role="architecture"),
     _s("c_position", str, "learned", "positions: learned table, rope (rotary, in attention) or none",
-       choices=("learned", "rope", "none")),
-    _s("c_bias", bool, True, "biases in linear projections (LayerNorm always has its bias)"),
-    _s("c_tie", bool, True, "output head shares the token embedding matrix"),
-    _s("n_ctx", int, 64, "context length in tokens", 1, 1 << 20),
-    _s("n_emb", int, 128, "model width", 1, 1 << 16),
-    _s("head_size", int, 0, "total attention width, divisible by n_heads (0: n_emb)", 0, 1 << 16),
-    _s("n_heads", int, 4, "attention heads", 1, 1024),
-    _s("n_layers", int, 4, "blocks", 0, 1024),
-    _s("r_hidden", float, 4.0, "feed-forward hidden width as a multiple of n_emb", 0.25, 64.0),
-    _s("n_epochs", int, 1, "passes over the training windows (ignored when n_steps > 0)", 1, 1 << 20),
-    _s("n_steps", int, 0, "optimizer steps to run (0: n_epochs worth)", 0, 1 << 30),
-    _s("batch_size", int, 16, "windows per micro-batch", 1, 1 << 16),
-    _s("n_accumulate", int, 1, "micro-batches per optimizer step (gradient accumulation)", 1, 1024),
-    _s("r_dropout", float, 0.0, "dropout rate on embeddings and residual branches", 0.0, 0.9),
+       choices=("learned", "rope", "none"), role="architecture"),
+    _s("c_bias", bool, True, "biases in linear projections (LayerNorm always has its bias)", role="architecture"),
+    _s("c_tie", bool, True, "output head shares the token embedding matrix", role="architecture"),
+    _s("n_ctx", int, 64, "context length in tokens", 1, 1 << 20, role="architecture"),
+    _s("n_emb", int, 128, "model width", 1, 1 << 16, role="architecture"),
+    _s("head_size", int, 0, "total attention width, divisible by n_heads (0: n_emb)", 0, 1 << 16, role="architecture"),
+    _s("n_heads", int, 4, "attention heads", 1, 1024, role="architecture"),
+    _s("n_layers", int, 4, "blocks", 0, 1024, role="architecture"),
+    _s("r_hidden", float, 4.0, "feed-forward hidden width as a multiple of n_emb", 0.25, 64.0, role="architecture"),
+    _s("n_epochs", int, 1, "passes over the training windows (ignored when n_steps > 0)", 1, 1 << 20, role="optimisation", resume=True),
+    _s("n_steps", int, 0, "optimizer steps to run (0: n_epochs worth)", 0, 1 << 30, role="optimisation", resume=True),
+    _s("batch_size", int, 16, "windows per micro-batch", 1, 1 << 16, role="optimisation"),
+    _s("n_accumulate", int, 1, "micro-batches per optimizer step (gradient accumulation)", 1, 1024, role="optimisation"),
+    _s("r_dropout", float, 0.0, "dropout rate on embeddings and residual branches", 0.0, 0.9, role="optimisation"),
     _s("r_temp", float, 1.0, "softmax temperature: attention scores (mha, gqa, moh, swh, rfa, induction), "
-       "the moh/swh head gates and the moe router (not conv's taps)", 1e-3, 1e3),
-    _s("r_learn", float, 1e-3, "peak learning rate", 1e-7, 1.0),
-    _s("r_learn_min", float, 1e-4, "learning rate at the end of the cosine decay", 0.0, 1.0),
-    _s("s_warmup", str, "auto", "linear warmup: none, auto (min(100, 5% of steps)), steps (int) or a fraction (0-1)"),
-    _s("r_decay", float, 0.1, "AdamW decoupled weight decay (matrices only)", 0.0, 10.0),
-    _s("r_beta1", float, 0.9, "AdamW beta1", 0.0, 0.99999),
-    _s("r_beta2", float, 0.99, "AdamW beta2", 0.0, 0.99999),
-    _s("r_eps", float, 1e-8, "AdamW epsilon", 1e-12, 1.0),
-    _s("r_clip", float, 1.0, "gradient-norm clip (0: off)", 0.0, 1e6),
-    _s("c_shuffle", bool, True, "shuffle the order of training windows each epoch (never tokens)"),
-    _s("r_split", float, 0.9, "train share of the token stream; the rest is validation", 0.1, 0.99),
-    _s("seed", int, 1337, "seed of initialisation, data order, dropout and sampling", 0, (1 << 32) - 1),
-    _s("n_eval_every", int, 0, "steps between validation losses (0: about 10 per run)", 0, 1 << 30),
-    _s("n_eval_batches", int, 20, "batches per validation loss", 1, 1 << 20),
-    _s("n_checkpoint_every", int, 0, "steps between resumable checkpoints (0: at every evaluation)", 0, 1 << 30),
-    _s("n_log_every", int, 0, "steps between progress lines (0: about 50 per run)", 0, 1 << 30),
+       "the moh/swh head gates and the moe router (not conv's taps)", 1e-3, 1e3, role="architecture"),
+    _s("r_learn", float, 1e-3, "peak learning rate", 1e-7, 1.0, role="optimisation", resume=True),
+    _s("r_learn_min", float, 1e-4, "learning rate at the end of the cosine decay", 0.0, 1.0, role="optimisation", resume=True),
+    _s("s_warmup", str, "auto", "linear warmup: none, auto (min(100, 5% of steps)), steps (int) or a fraction (0-1)", role="optimisation", resume=True),
+    _s("r_decay", float, 0.1, "AdamW decoupled weight decay (matrices only)", 0.0, 10.0, role="optimisation"),
+    _s("r_beta1", float, 0.9, "AdamW beta1", 0.0, 0.99999, role="optimisation"),
+    _s("r_beta2", float, 0.99, "AdamW beta2", 0.0, 0.99999, role="optimisation"),
+    _s("r_eps", float, 1e-8, "AdamW epsilon", 1e-12, 1.0, role="optimisation"),
+    _s("r_clip", float, 1.0, "gradient-norm clip (0: off)", 0.0, 1e6, role="optimisation", resume=True),
+    _s("c_shuffle", bool, True, "shuffle the order of training windows each epoch (never tokens)", role="data"),
+    _s("r_split", float, 0.9, "train share of the token stream; the rest is validation", 0.1, 0.99, role="data"),
+    _s("seed", int, 1337, "seed of initialisation, data order, dropout and sampling", 0, (1 << 32) - 1, role="optimisation"),
+    _s("n_eval_every", int, 0, "steps between validation losses (0: about 10 per run)", 0, 1 << 30, role="runtime", resume=True),
+    _s("n_eval_batches", int, 20, "batches per validation loss", 1, 1 << 20, role="runtime"),
+    _s("n_checkpoint_every", int, 0, "steps between resumable checkpoints (0: at every evaluation)", 0, 1 << 30, role="runtime", resume=True),
+    _s("n_log_every", int, 0, "steps between progress lines (0: about 50 per run)", 0, 1 << 30, role="runtime", resume=True),
     _s("s_checkpoint_words", str, "", "learning-curve checkpoints at these counts of words seen, e.g. "
-       "\"1M,2M,5M\" (K and M suffixes): models/model_<guid>_chck_1M.json ..."),
-    _s("n_sample_tokens", int, 200, "tokens generated from an empty prompt after training", 0, 1 << 20),
-    _s("r_sample_temp", float, 0.8, "sampling temperature of that completion (0: greedy)", 0.0, 100.0),
-    _s("n_top_k", int, 0, "sample from the k most likely tokens (0: all)", 0, 1 << 20),
-    _s("r_top_p", float, 1.0, "nucleus sampling mass", 0.0, 1.0),
+       "\"1M,2M,5M\" (K and M suffixes): models/model_<guid>_chck_1M.json ...", role="runtime"),
+    _s("n_sample_tokens", int, 200, "tokens generated from an empty prompt after training", 0, 1 << 20, role="sampling", resume=True),
+    _s("r_sample_temp", float, 0.8, "sampling temperature of that completion (0: greedy)", 0.0, 100.0, role="sampling"),
+    _s("n_top_k", int, 0, "sample from the k most likely tokens (0: all)", 0, 1 << 20, role="sampling"),
+    _s("r_top_p", float, 1.0, "nucleus sampling mass", 0.0, 1.0, role="sampling"),
 )
 
 
 def _variant_settings() -> dict[str, Setting]:
     out: dict[str, Setting] = {}
     for kind in ("mixer", "network"):
-        for entry in core.entries(kind):
+        for entry in variants.entries(kind):
             for s in entry.settings:
                 if s.key in out and out[s.key] != s:
                     raise RuntimeError(f"setting {s.key!r} declared differently by two variants")
@@ -257,17 +258,17 @@ class Config:
         if head_size % v["n_heads"]:
             raise ConfigError(f"head_size={head_size} must be divisible by n_heads={v['n_heads']}")
         for name in self.mixers:
-            if name not in core.names("mixer"):
+            if name not in variants.names("mixer"):
                 raise ConfigError(f"c_attention={v['c_attention']!r}: {name!r} is not a mixer; "
-                                  f"allowed {', '.join(core.names('mixer'))} joined by '+'")
-        if v["c_network"] and v["c_network"] not in core.names("network"):
-            raise ConfigError(f"c_network={v['c_network']!r}: allowed {', '.join(core.names('network'))}")
+                                  f"allowed {', '.join(variants.names('mixer'))} joined by '+'")
+        if v["c_network"] and v["c_network"] not in variants.names("network"):
+            raise ConfigError(f"c_network={v['c_network']!r}: allowed {', '.join(variants.names('network'))}")
         chosen = [("mixer", m) for m in self.mixers] + ([("network", v["c_network"])] if v["c_network"] else [])
-        chosen_classes = {core.lookup(kind, name).cls for kind, name in chosen}
+        chosen_classes = {variants.lookup(kind, name).cls for kind, name in chosen}
         for cls in chosen_classes:  # relations a variant's settings must satisfy (n_top <= n_experts ...)
             cls.check_config(self)
         for kind in ("mixer", "network"):  # settings of a variant that is not chosen (c_freeze_base ...)
-            for entry in core.entries(kind):
+            for entry in variants.entries(kind):
                 if entry.cls not in chosen_classes:
                     entry.cls.check_config_unchosen(self)
         if v["c_tokenizer"] == "bpe" and v["n_vocab"] < 260:
@@ -285,16 +286,16 @@ class Config:
         if "n_vocab" in self.given and v["c_tokenizer"] != "bpe" and v["n_vocab"]:
             out.append(f"n_vocab={v['n_vocab']} is ignored by c_tokenizer={v['c_tokenizer']!r} "
                        "(its vocabulary is what the text has)")
-        chosen = {core.lookup("mixer", m).name for m in self.mixers}
+        chosen = {variants.lookup("mixer", m).name for m in self.mixers}
         if v["c_network"]:
-            chosen.add(core.lookup("network", v["c_network"]).name)
-        if v["c_position"] == "rope" and not any(core.lookup("mixer", m).cls.uses_rope for m in self.mixers):
-            rotating = sorted(e.name for e in core.entries("mixer") if e.cls.uses_rope)
+            chosen.add(variants.lookup("network", v["c_network"]).name)
+        if v["c_position"] == "rope" and not any(variants.lookup("mixer", m).cls.uses_rope for m in self.mixers):
+            rotating = sorted(e.name for e in variants.entries("mixer") if e.cls.uses_rope)
             out.append(f"c_position='rope' does nothing here: only {', '.join(rotating)} rotate queries and keys, "
                        f"and c_attention={v['c_attention']!r} has none of them (no position information)")
         owners: dict[str, list[str]] = {}
         for kind in ("mixer", "network"):
-            for entry in core.entries(kind):
+            for entry in variants.entries(kind):
                 for setting in entry.settings:
                     owners.setdefault(setting.key, []).append(entry.name)
         for key in sorted(self.given & set(owners)):
@@ -358,6 +359,15 @@ class Config:
         return cfg
 
 
+def as_config(config: "Config | dict[str, Any] | str | Path", overrides: dict[str, Any] | None = None) -> "Config":
+    """A Config from a Config, a dict of settings or a config file's path, with ``overrides`` applied."""
+    if isinstance(config, Config):
+        return config.replace(**overrides) if overrides else config
+    if isinstance(config, dict):
+        return Config({**config, **(overrides or {})}, source="settings")
+    return Config.load(config, overrides)
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """``key=value`` from the CLI: the value is read as JSON when it parses, else as a string."""
     if "=" not in text:
@@ -370,18 +380,40 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
+def resumable_keys() -> tuple[str, ...]:
+    """The settings that may change when a run is resumed (declared ``resume=True``)."""
+    return tuple(key for key, s in all_settings().items() if s.resume)
+
+
+def architecture_keys() -> tuple[str, ...]:
+    """The shared settings that decide a model's computation: a model file records them (each
+    variant's own settings are recorded with the variant)."""
+    return tuple(s.key for s in BASE if s.role == "architecture")
+
+
 def settings_table() -> str:
-    """The README's settings table, generated from the definitions (a test keeps the README in sync)."""
-    rows = ["| key | default | allowed | meaning |", "|---|---|---|---|"]
-    for key, s in all_settings().items():
-        if s.choices:
-            allowed = ", ".join('""' if c == "" else str(c) for c in s.choices)
-        elif s.type is bool:
-            allowed = "true, false"
-        elif s.low is not None:
-            allowed = f"{s.type.__name__} in [{s.low:g}, {s.high:g}]"
-        else:
-            allowed = s.type.__name__
-        default = json.dumps(s.default)
-        rows.append(f"| `{key}` | `{default}` | {allowed} | {s.doc} |")
-    return "\n".join(rows)
+    """The settings tables of the docs, one per role, generated from the definitions (a test keeps
+    the docs in sync): key, default, allowed values, whether it may change on resume, meaning."""
+    from baby.nn.settings import ROLES  # noqa: PLC0415 - the role names and what each steers
+
+    out: list[str] = []
+    settings = all_settings()
+    for role, about in ROLES.items():
+        out += [f"**{role.capitalize()}**: {about}.", "",
+                "| key | default | allowed | on resume | meaning |", "|---|---|---|---|---|"]
+        for key, s in settings.items():
+            if s.role != role:
+                continue
+            if s.choices:
+                allowed = ", ".join('""' if c == "" else str(c) for c in s.choices)
+            elif s.type is bool:
+                allowed = "true, false"
+            elif s.low is not None:
+                low, high = (f"{int(s.low):,}", f"{int(s.high):,}") if s.type is int else (f"{s.low:g}", f"{s.high:g}")
+                allowed = f"{s.type.__name__} in [{low}, {high}]"
+            else:
+                allowed = s.type.__name__
+            out.append(f"| `{key}` | `{json.dumps(s.default)}` | {allowed} | {'may change' if s.resume else 'fixed'} "
+                       f"| {s.doc} |")
+        out.append("")
+    return "\n".join(out).rstrip()

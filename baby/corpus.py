@@ -4,13 +4,20 @@ from __future__ import annotations
 import gzip
 import hashlib
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy
 
-from baby.tokenizers import Tokenizer
+from baby.progress import Log, ProgressLog, say
+from baby.tokenizers import Tokenizer, train_tokenizer
 from baby.tokenizers.bpe import split_blocks
+
+if TYPE_CHECKING:
+    from baby.config import Config
+
+DEFAULT_INPUT = "inputs/shakespeare.txt"
 
 TEXT_SUFFIXES = {".txt", ".gz", ".train", ".dev", ".test"}  # not README.md and the like
 
@@ -108,3 +115,27 @@ def holdout_split(paths: list[str | Path], fraction: float, out_dir: str | Path)
         (train_dir / f"{name}.txt").write_text(text[:cut], encoding="utf-8")
         (held_dir / f"{name}.txt").write_text(text[cut:], encoding="utf-8")
     return train_dir, held_dir
+
+
+@dataclass
+class Corpus:
+    """Training text read and tokenized: what ``train`` needs before it builds a model. A study makes
+    it once and trains every cell on it (``prepare_corpus`` is the only way to make one)."""
+
+    inputs: list[str]
+    fingerprint: str
+    words: int
+    tokenizer: Tokenizer
+    tokens: numpy.ndarray
+    unknown: int
+
+
+def prepare_corpus(cfg: Config, inputs: list[str] | None = None, log: Log = say) -> Corpus:
+    """Read ``inputs`` (default: the shakespeare text), train cfg's tokenizer on them and encode them
+    (long phases log progress with an ETA)."""
+    inputs = [str(p) for p in (inputs or [DEFAULT_INPUT])]
+    docs = read_documents(inputs)
+    tokenizer = train_tokenizer(cfg.c_tokenizer, "\n".join(docs), n_vocab=cfg.n_vocab,
+                                progress=ProgressLog(log, "BPE merges learned"))
+    tokens, unknown = encode_documents(tokenizer, docs, ProgressLog(log, "characters tokenized"))
+    return Corpus(inputs, fingerprint(docs), count_words(docs), tokenizer, tokens, unknown)

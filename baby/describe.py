@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy
 
-from baby import backend
+from baby import backend, device
 from baby.config import Config, ConfigError
 from baby.formats import CHECKPOINT_FORMAT, FormatError, load_weights, model_vocab
 from baby.jsonio import read_json
@@ -57,11 +57,7 @@ def probe_step_seconds(cfg: Config, model: GPT, n_vocab: int) -> float:
     per_window = max(two - one, 0.1 * one)  # a noisy machine can make the difference tiny or negative
     return one + per_window * (cfg.batch_size * cfg.n_accumulate - 1)
 def config_info(cfg: Config, probe: bool = True) -> dict[str, Any]:
-    from baby.plans import select_backend  # noqa: PLC0415
-
-    if cfg.c_device == "gpu" and not backend.gpu_available():
-        cfg = cfg.replace(c_device="cpu")
-    select_backend(cfg)
+    cfg = device.select(cfg, fallback=True)
     n_vocab, vocab_note = vocab_for(cfg)
     model = GPT(cfg, n_vocab)
     flops = model.flops_per_token()

@@ -86,19 +86,17 @@ LAYOUTS = {
 def architecture(cfg: Any) -> dict[str, Any]:
     """Everything that fixes a model's computation, resolved (defaults and derived widths filled in,
     variant names canonical): the model file carries it so that it can be rebuilt on its own."""
-    from baby.nn import core  # noqa: PLC0415 - formats is imported by the nn-free tools too
+    from baby.config import architecture_keys  # noqa: PLC0415 - formats is imported by the nn-free tools too
+    from baby.nn import variants  # noqa: PLC0415
     from baby.nn.layers import GELU_FORM  # noqa: PLC0415
     from baby.nn.mixers.kit import ROPE_BASE  # noqa: PLC0415
     from baby.nn.model import build_norm  # noqa: PLC0415
 
-    mixers = [core.lookup("mixer", m) for m in cfg.mixers]
-    network = core.lookup("network", cfg.c_network) if cfg.c_network else None
+    mixers = [variants.lookup("mixer", m) for m in cfg.mixers]
+    network = variants.lookup("network", cfg.c_network) if cfg.c_network else None
     chosen = mixers + ([network] if network else [])
     variant_settings = {s.key: getattr(cfg, s.key) for e in chosen for s in e.settings}
-    n_kv = cfg.n_heads
-    for e in mixers:
-        if hasattr(e.cls, "kv_heads"):
-            n_kv = e.cls.kv_heads(e.cls, cfg)
+    n_kv = min((e.cls.kv_heads(cfg) for e in mixers), default=cfg.n_heads)
     return {"mixers": [e.name for e in mixers], "network": network.name if network else "",
             "norm": cfg.c_norm, "norm_final": cfg.c_norm_final or cfg.c_norm,
             "norm_eps": build_norm(cfg).eps, "norm_final_eps": build_norm(cfg, cfg.c_norm_final).eps,
@@ -107,12 +105,7 @@ def architecture(cfg: Any) -> dict[str, Any]:
             "head_dim": cfg.head_width // cfg.n_heads, "hidden": cfg.hidden, "n_layers": cfg.n_layers,
             "attention_scale": f"1 / (sqrt(head_dim) * {cfg.r_temp!r})", "r_temp": cfg.r_temp,
             "gelu": GELU_FORM, "layouts": LAYOUTS, "variant_settings": variant_settings,
-            "settings": {k: getattr(cfg, k) for k in ARCHITECTURE_SETTINGS}}
-
-
-# The settings that decide the computation (the rest steer training); a model file records them.
-ARCHITECTURE_SETTINGS = ("c_attention", "c_network", "c_norm", "c_norm_final", "c_position", "c_bias", "c_tie",
-                         "n_ctx", "n_emb", "head_size", "n_heads", "n_layers", "r_hidden", "r_temp", "d_type")
+            "settings": {k: getattr(cfg, k) for k in architecture_keys()}}
 
 
 def model_to_dict(model: GPT) -> dict[str, Any]:

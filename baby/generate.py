@@ -7,14 +7,18 @@ around, so cached and uncached generation agree token for token, also past n_ctx
 """
 from __future__ import annotations
 
+import datetime as _dt
+import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import numpy
 
 from baby import backend
+from baby.config import ConfigError
 from baby.nn.model import GPT
+from baby.tokenizers import Tokenizer
 
 
 @dataclass
@@ -117,3 +121,62 @@ def generate(model: GPT, prompt: list[int] | numpy.ndarray, max_tokens: int, tem
     backend.sync()
     seconds = time.perf_counter() - start
     return Generation(ids[prompt_len:], prompt_len, seconds, use_cache, prefills, notices, chances)
+
+
+# ---- what a command asks of generation: checked sampling settings, the ids never sampled, the record --
+
+def sampling_ids(tokenizer: Tokenizer) -> dict[str, tuple[int, ...]]:
+    """Never sample <unk>, <bos> or <pad>; <eos> ends a completion."""
+    return {"banned": (tokenizer.unk_id, tokenizer.bos_id, tokenizer.pad_id), "stop": (tokenizer.eos_id,)}
+
+
+def empty_prompt(tokenizer: Tokenizer) -> list[int]:
+    """Training streams start every document with <bos>, so <bos> is the natural empty prompt."""
+    return [tokenizer.bos_id]
+
+
+def completion_record(tokenizer: Tokenizer, prompt: str, gen: Any, max_tokens: int,
+                      settings: dict[str, Any]) -> dict[str, Any]:
+    return {"prompt": prompt, "completion": tokenizer.decode(gen.tokens), "tokens": gen.tokens,
+            "max_tokens": max_tokens, "seconds": gen.seconds, "tokens_per_second": gen.tokens_per_second,
+            "kv_cache": gen.used_cache, "prefills": gen.prefills, "notices": gen.notices, **settings,
+            "created": _dt.datetime.now().isoformat(timespec="seconds")}
+
+
+def check_sampling(temperature: float, top_k: int, top_p: float, seed: int | None, max_tokens: int) -> None:
+    checks = [
+        (isinstance(max_tokens, int) and max_tokens >= 0, f"--max-tokens={max_tokens!r}: must be an integer >= 0"),
+        (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature >= 0,
+         f"--temperature={temperature!r}: must be a finite number >= 0 (0: greedy)"),
+        (isinstance(top_p, (int, float)) and math.isfinite(top_p) and 0 < top_p <= 1,
+         f"--top-p={top_p!r}: allowed 0 < top-p <= 1 (1: off)"),
+        (isinstance(top_k, int) and top_k >= 0, f"--top-k={top_k!r}: must be an integer >= 0 (0: off)"),
+        (seed is None or (isinstance(seed, int) and 0 <= seed < 2 ** 63), f"--seed={seed!r}: must be an integer >= 0"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
+def check_text(text: str, what: str) -> None:
+    """Text must be encodable: lone surrogates (from undecodable command-line bytes) are not characters."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ConfigError(f"{what}: not valid Unicode at character {err.start} (a lone surrogate; "
+                          "was it typed in a non-UTF-8 terminal?)") from None
+
+
+class TextStream:
+    """Writes the text of the tokens generated so far as it grows. A byte-level token can end inside
+    a character: a trailing U+FFFD is held back until the next token completes it (or the end)."""
+
+    def __init__(self, tokenizer: Tokenizer, write: Callable[[str], None]) -> None:
+        self.tokenizer, self.write, self.shown = tokenizer, write, 0
+
+    def __call__(self, tokens: list[int], final: bool = False) -> None:
+        text = self.tokenizer.decode(tokens)
+        ready = text if final else text.rstrip("\ufffd")
+        if len(ready) > self.shown:
+            self.write(ready[self.shown:])
+            self.shown = len(ready)

@@ -25,12 +25,14 @@ from baby import backend
 from baby.generate import generate
 from baby.charts import figure_class, save_figure, subplots
 from baby.jsonio import write_json
-from baby.nn.core import Module
+from baby.nn.core import Mixer, Module
 from baby.nn.model import GPT
 
 Decode = Callable[[int], str]
-SOFTMAX_MIXERS = ("mha", "gqa", "moh", "swh", "rfa")
-LINEAR_MIXERS = ("aft", "gla", "nft")
+
+
+ATTENTION_VIEWS = ("attention", "window", "prefix mean")
+VIEWS = (*ATTENTION_VIEWS, "induction", "conv")  # the values of a variant's ``inside_view``
 
 
 def host(x: Any) -> numpy.ndarray:
@@ -65,16 +67,15 @@ def effective_weights(noted: dict[str, Any]) -> numpy.ndarray:
     return numpy.tril(numpy.ones((t, t)))[:, :, None] * w[None, :, :] / den[:, None, :]
 
 
-def attention_view(name: str, noted: dict[str, Any]) -> dict[str, Any] | None:
-    """The probabilities of one softmax or linear mixer (batch row 0), or None for other modules."""
-    if name in LINEAR_MIXERS:
+def attention_view(kind: str, noted: dict[str, Any]) -> dict[str, Any]:
+    """The probabilities of one softmax or linear mixer (batch row 0); ``kind`` is its declared
+    ``inside_view``: "attention", "window" or "prefix mean"."""
+    if kind == "prefix mean":
         view = {"probs": effective_weights(noted).mean(axis=2)[None]}  # one map: the mean over channels
         if "gate" in noted:
             view["gate"] = host(noted["gate"][0]).mean(axis=-1)  # nft's sigmoid(q): scales the mean
         return view
-    if name not in SOFTMAX_MIXERS:
-        return None
-    if name == "rfa":
+    if kind == "window":
         view = {"probs": host(noted["window_probs"][0]), "memory": host(noted["memory_probs"][0]),
                 "window": int(noted["window"])}
     else:
@@ -134,17 +135,20 @@ def views(model: GPT, ids: list[int], decode: Decode, top_k: int = 5) -> dict[st
     logits, capture = captured_forward(model, ids)
     layers = []
     for label, module in parts(model):
-        name, noted = module.registry_name, capture.get(module, {})
-        entry: dict[str, Any] = {"layer": label, "kind": name}
-        if name == "induction":
+        name, noted, kind = module.registry_name, capture.get(module, {}), type(module).inside_view
+        entry: dict[str, Any] = {"layer": label, "kind": name, "view": kind}
+        if kind == "induction":
             entry["induction"] = induction_view(noted, ids, decode)
-        elif name == "conv":
+        elif kind == "conv":
             entry["conv"] = conv_view(noted)
+        elif kind in ATTENTION_VIEWS:
+            entry["attention"] = attention_view(kind, noted)
+        elif kind:
+            raise ValueError(f"{type(module).__name__}.inside_view={kind!r}: allowed {', '.join(VIEWS)} or ''")
+        elif isinstance(module, Mixer):
+            entry["note"] = "no inside view declared (its class's inside_view is empty)"
         else:
-            attention = attention_view(name, noted)
-            if attention is None:
-                continue  # a per-token network (mlp, moe, ...) mixes nothing across positions
-            entry["attention"] = attention
+            continue  # a per-token network (mlp, moe, ...) mixes nothing across positions
         layers.append(entry)
     return {"tokens": [decode(i) for i in ids], "next_tokens": next_token_view(logits, ids, decode, top_k),
             "layers": layers}
@@ -180,7 +184,7 @@ def attention_figure(fig_cls: Any, entry: dict[str, Any], tokens: list[str]) -> 
         ax.set_xlabel("key position (earlier token)", fontsize=7)
         if h == 0:
             ax.set_ylabel("query position", fontsize=7)
-    what = "effective weight (mean over channels)" if entry["kind"] in LINEAR_MIXERS else "attention probability"
+    what = "effective weight (mean over channels)" if entry["view"] == "prefix mean" else "attention probability"
     extra = f", window {att['window']}, memory share {att['memory'].mean():.2f}" if "memory" in att else ""
     fig.suptitle(f"{entry['layer']}: {what}{extra}", fontsize=9)
     return fig
@@ -252,38 +256,3 @@ def save_views(data: dict[str, Any], out: str | Path) -> list[Path]:
             if key in entry:
                 written.append(save_figure(figure(fig_cls, entry, tokens), out / f"{key}_{entry['layer']}.png"))
     return written
-
-
-# ---- the inspect plan ------------------------------------------------------------------------------
-
-def inspect_run(guid: str, prompt: str, out: str | Path, root: str | Path = ".", top_k: int = 5,
-                sample_tokens: int = 0, temperature: float = 0.8, sample_top_k: int = 0, top_p: float = 1.0,
-                seed: int | None = None, finetuned: bool = False, checkpoint: str = "",
-                log: Callable[[str], None] = print) -> dict[str, Any]:
-    """The views of a saved run on ``prompt`` (cut to its last n_ctx tokens), written under ``out``;
-    with ``sample_tokens`` also the probability of each token sampled after it."""
-    from baby import plans  # noqa: PLC0415 - plans dispatches here
-
-    plans.check_sampling(temperature, sample_top_k, top_p, seed, sample_tokens)
-    plans.check_text(prompt, "--prompt")
-    if not isinstance(top_k, int) or top_k < 1:
-        raise plans.ConfigError(f"--top-k={top_k!r}: must be an integer >= 1")
-    run = plans.Run(plans.RunStore(root), guid, plans.FINETUNED if finetuned else "")
-    model = run.model(checkpoint)
-    tok = run.tokenizer
-    ids = (list(tok.encode(prompt)) if prompt else plans.empty_prompt(tok))[-model.cfg.n_ctx:]
-
-    def decode(i: int) -> str:
-        return tok.decode([i])
-
-    data = views(model, ids, decode, min(top_k, model.n_vocab))
-    data.update(guid=guid, prompt=prompt)
-    if sample_tokens:
-        data["sampling"] = sampling_view(model, ids, decode, sample_tokens, temperature, sample_top_k, top_p,
-                                         run.cfg.seed if seed is None else seed, **plans.sampling_ids(tok))
-    files = save_views(data, out)
-    if figure_class() is None:
-        log("notice: matplotlib is not installed: the views are written as JSON only (pip install matplotlib)")
-    for path in files:
-        log(f"wrote {path}")
-    return data

@@ -6,7 +6,8 @@ The estimate (calibrated against tracemalloc peaks of real steps, which it meets
     weights, gradients and the two AdamW moments, plus the copy made when they are packed: 5 floats each,
     and on the CPU one more gradient per extra replica (baby/replicas.py: one per thread);
   * activations per token of a micro-batch ~ 16 floats per residual sub-block and layer per width unit,
-    3*V for the logits and their gradient, and L*H*T for the (B, H, T, T) scores of quadratic attention.
+    3*V for the logits and their gradient, and what each mixer declares it keeps beyond that
+    (``score_floats``: H*T for the (B, H, T, T) scores of quadratic attention).
 """
 from __future__ import annotations
 
@@ -14,11 +15,10 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from baby.nn import variants
+
 if TYPE_CHECKING:
     from baby.config import Config
-
-QUADRATIC = {"mha", "moh", "gqa", "swh"}  # mixers that hold (B, H, T, T) scores
-
 
 @dataclass(frozen=True)
 class Estimate:
@@ -40,7 +40,7 @@ def estimate_training(cfg: Config, n_vocab: int) -> Estimate:
     params += layers * (len(mixers) * 4 * c * c + (3 * c * cfg.hidden if cfg.c_network else 0))
     parts = len(mixers) + (1 if cfg.c_network else 0)
     per_token = layers * parts * 16 * c + 3 * v
-    per_token += layers * cfg.n_heads * t * sum(m in QUADRATIC for m in mixers)
+    per_token += layers * int(sum(variants.lookup("mixer", m).cls.score_floats(cfg, t) for m in mixers))
     tokens = cfg.batch_size * t
     replicas = (cfg.c_device_cpu_cores or os.cpu_count() or 1) if cfg.c_device == "cpu" and cfg.c_device_cpu_parallel != "ops" else 1
     return Estimate(params, (4 + replicas) * params * max(item, 4), per_token * tokens * item)

@@ -6,6 +6,18 @@ import time
 from typing import Callable
 
 
+Log = Callable[[str], None]
+
+
+def say(line: str) -> None:
+    """Default log: print and flush, so progress shows through pipes and in notebooks."""
+    print(line, flush=True)
+
+
+def quiet(_line: str) -> None:
+    """The log of ranks other than 0: rank 0 alone prints."""
+
+
 class ProgressLog:
     """Call with (done, total); logs '  <what> x/y (p %), ETA s' about every 1/steps of the work."""
 

@@ -22,7 +22,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from baby import device
+from baby.config import Config
+from baby.formats import FormatError, load_weights, model_vocab, read_checkpoint
 from baby.jsonio import FileFault, orphan_temps, probe_writable, read_json, write_json  # noqa: F401 - re-exported
+from baby.nn.model import GPT
+from baby.tokenizers import tokenizer_digest, tokenizer_from_dict
 
 # New runs get the standard 8-4-4-4-12 form the original project writes; runs named with 32 bare hex
 # digits (this project's earlier form) keep working. Neither holds "_", which separates file suffixes.
@@ -30,6 +35,7 @@ GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}
 FOLDERS = {"config": "configs", "tokenizer": "tokenizers", "model": "models", "checkpoint": "models",
            "report": "outputs", "completion": "outputs", "eval": "outputs", "chart": "outputs"}
 EXTENSIONS = {"chart": ".png"}  # every other kind is JSON
+FINETUNED = "_finetuned"  # the suffix of a finetuned run's files
 SUFFIX = re.compile(r"(|_finetuned|_\d{14}|_chck_[0-9A-Za-z.]+|_finetuned_\d{14})")
 
 
@@ -132,3 +138,91 @@ class RunStore:
             return []
         out = {p.stem.split("_")[1] for p in directory.glob("config_*.json")}
         return sorted(g for g in out if GUID.fullmatch(g))
+
+
+# ---- a run: its files loaded and checked, where it stands, how to go on --------------------------------
+
+def resume_command(guid: str, root: str | Path) -> str:
+    where = "" if Path(root) == Path(".") else f" --root {root}"
+    return f"python -m baby train --resume {guid}{where}"
+
+
+class Run:
+    """A GUID's saved files, loaded and checked: config, tokenizer and (lazily) the model. Every
+    damaged file is refused with one line naming it."""
+
+    def __init__(self, store: RunStore, guid: str, suffix: str = "") -> None:
+        self.store, self.guid, self.suffix = store, guid, suffix
+        if not store.exists(guid, suffix):
+            what = "finetuned run" if suffix == FINETUNED else "run"
+            raise RunError(f"no {what} {guid} under {store.root.resolve()} "
+                           f"(missing {store.path('config', guid, suffix).name})")
+        store.clean_orphans(guid)
+        config_path = store.path("config", guid, suffix)
+        self.record = store.read("config", guid, suffix)
+        settings, runtime = self.record.get("settings"), self.record.get("runtime")
+        if not isinstance(settings, dict) or not isinstance(runtime, dict):
+            raise RunError(f"{config_path}: not a run config (needs 'settings' and 'runtime' objects)")
+        self.cfg = Config(settings, source=str(config_path))
+        token_path = store.path("tokenizer", guid, suffix)
+        try:
+            self.tokenizer = tokenizer_from_dict(store.read("tokenizer", guid, suffix))
+        except (ValueError, TypeError, KeyError, IndexError) as err:
+            if isinstance(err, (FileFault, RunError)):
+                raise
+            raise RunError(f"{token_path}: not a usable tokenizer ({err})") from None
+        if self.tokenizer.kind != self.cfg.c_tokenizer:
+            raise RunError(f"{token_path}: a {self.tokenizer.kind} tokenizer, but the config says "
+                           f"c_tokenizer={self.cfg.c_tokenizer!r}")
+        digest = runtime.get("tokenizer_sha256")
+        if digest and digest != tokenizer_digest(self.tokenizer):
+            raise RunError(f"{token_path}: edited since the run was trained (its sha256 differs from "
+                           f"{config_path.name}); its ids would decode to wrong text")
+        n_vocab = runtime.get("n_vocab")
+        if isinstance(n_vocab, int) and n_vocab != self.tokenizer.n_vocab:
+            raise RunError(f"{token_path}: {self.tokenizer.n_vocab} ids, but {config_path.name} records "
+                           f"n_vocab {n_vocab}")
+
+    def model(self, checkpoint: str = "", cfg: Config | None = None) -> GPT:
+        """The saved weights in a model built from ``cfg`` (default: the run's own settings; finetune
+        passes its overrides, e.g. c_freeze_base)."""
+        cfg = cfg or self.cfg
+        device.select(cfg)
+        suffix = f"_chck_{checkpoint}" if checkpoint else self.suffix
+        path = self.store.path("model", self.guid, suffix)
+        if checkpoint and not path.exists():
+            found = sorted(p.stem.split("_chck_")[1] for p in self.store.files(self.guid) if "_chck_" in p.name)
+            raise RunError(f"run {self.guid} has no learning-curve checkpoint {checkpoint!r} "
+                           f"(it has: {', '.join(found) or 'none'})")
+        return self.model_from(self.store.read("model", self.guid, suffix), str(path), cfg)
+
+    def model_from(self, data: Any, where: str, cfg: Config | None = None) -> GPT:
+        """A model built from ``cfg`` with the weights of a model file's content, all of it checked."""
+        n_vocab = model_vocab(data, where)
+        if n_vocab != self.tokenizer.n_vocab:
+            raise RunError(f"{where}: a model of {n_vocab} ids, but the tokenizer "
+                           f"{self.store.path('tokenizer', self.guid, self.suffix).name} has {self.tokenizer.n_vocab}")
+        model = GPT(cfg or self.cfg, n_vocab)
+        load_weights(model, data, where)
+        return model
+
+
+def state_of(store: RunStore, guid: str, cfg: Config | None = None) -> dict[str, Any]:
+    """Where a run stands: finished (extendable), interrupted (resumable) or not resumable."""
+    checkpoint, model = store.path("checkpoint", guid), store.path("model", guid)
+    step = None
+    if checkpoint.exists():
+        try:
+            _, trainer = read_checkpoint(store.read("checkpoint", guid), str(checkpoint))
+            step = trainer["step"]
+        except (RunError, FormatError, FileFault) as err:
+            return {"state": "checkpoint damaged", "detail": str(err)}
+    resume = resume_command(guid, store.root)
+    if model.exists():
+        out = {"state": "finished", "steps": step}
+        if step is not None:
+            out["extend"] = f"{resume} --set n_steps=N (N > {step})"
+        return out
+    if step is not None:
+        return {"state": "interrupted, resumable", "steps": step, "resume": resume}
+    return {"state": "not resumable; delete it", "detail": "killed before its first checkpoint"}

@@ -40,11 +40,12 @@ import numpy
 
 from baby import plans
 from baby.config import Config, ConfigError, parse_word_counts
-from baby.corpus import holdout_split
+from baby.corpus import Corpus, holdout_split, prepare_corpus
 from baby.formats import decode_tensor, encode_tensor
 from baby.jsonio import read_json, write_json, write_text
 from baby.nn.model import GPT
-from baby.runs import RunStore, new_guid
+from baby.progress import say
+from baby.runs import RunStore, new_guid, state_of
 from baby.tokenizers import tokenizer_digest, tokenizer_from_dict
 from baby.train import Stopped
 
@@ -202,7 +203,7 @@ def load_study(path: str | Path, root: str | Path = ".") -> Study:
 
 # ---- the corpus, split and tokenized once ------------------------------------------------------------
 
-def corpus_of(study: Study, log: Log) -> plans.Corpus:
+def corpus_of(study: Study, log: Log) -> Corpus:
     """The study's training text, tokenized once and kept in ``corpus.json`` (tokens as a tensor)."""
     path = study.folder / "corpus.json"
     train_dir, held_dir = study.folder / "data" / "train", study.folder / "data" / "heldout"
@@ -213,12 +214,12 @@ def corpus_of(study: Study, log: Log) -> plans.Corpus:
         data = read_json(path, "study corpus file")
         tokenizer = tokenizer_from_dict(data["tokenizer"])
         if data.get("made_from") == made_from and tokenizer_digest(tokenizer) == data.get("tokenizer_sha256"):
-            return plans.Corpus(data["inputs"], data["fingerprint"], data["words"], tokenizer,
+            return Corpus(data["inputs"], data["fingerprint"], data["words"], tokenizer,
                                 decode_tensor(data["tokens"], str(path)), data["unknown"])
     log(f"study {study.name}: holding out the last {study.holdout:.0%} of every input file")
     holdout_split(study.inputs, study.holdout, study.folder / "data")
     start = time.perf_counter()
-    corpus = plans.prepare_corpus(Config(study.cells[0].settings), [str(train_dir)])
+    corpus = prepare_corpus(Config(study.cells[0].settings), [str(train_dir)])
     log(f"study {study.name}: {corpus.words:,} training words, {len(corpus.tokens):,} tokens, "
         f"tokenizer of {corpus.tokenizer.n_vocab} ids ({time.perf_counter() - start:.1f} s); held-out text in {held_dir}")
     write_json(path, {"made_from": made_from, "inputs": corpus.inputs, "fingerprint": corpus.fingerprint, "words": corpus.words,
@@ -232,7 +233,7 @@ def corpus_of(study: Study, log: Log) -> plans.Corpus:
 
 def evaluate_cell(study: Study, cell: Cell, guid: str, label: str, log: Log) -> dict[str, Any]:
     """Held-out perplexity, BLiMP and Zorro of one checkpoint ("final": the finished model)."""
-    from baby.evaluate.run import evaluate  # noqa: PLC0415 - evaluation loads what it needs
+    from baby.commands.eval import evaluate  # noqa: PLC0415 - evaluation loads what it needs
 
     checkpoint = "" if label == "final" else label
     # a sweep may score its final models on a sample too (final_limit); a study of record scores every pair
@@ -250,7 +251,7 @@ def evaluate_cell(study: Study, cell: Cell, guid: str, label: str, log: Log) -> 
     return out
 
 
-def induction_match_share(study: Study, cell: Cell, corpus: plans.Corpus) -> float | None:
+def induction_match_share(study: Study, cell: Cell, corpus: Corpus) -> float | None:
     """Share of held-out positions whose token occurred earlier in its window (with a follower before
     it): where induction can copy at all. A property of the text and n_ctx, not of the weights."""
     from baby.corpus import encode_documents, read_documents  # noqa: PLC0415
@@ -266,7 +267,7 @@ def induction_match_share(study: Study, cell: Cell, corpus: plans.Corpus) -> flo
     return float(numpy.asarray(mask).any(axis=2).mean())
 
 
-def run_cell(study: Study, cell: Cell, log: Log = plans.say) -> dict[str, Any]:
+def run_cell(study: Study, cell: Cell, log: Log = say) -> dict[str, Any]:
     """Train (or resume) one cell and evaluate what is not evaluated yet; the cell file records each
     stage as it completes, so an interruption anywhere loses at most the stage under way."""
     store = RunStore(study.root)
@@ -274,7 +275,7 @@ def run_cell(study: Study, cell: Cell, log: Log = plans.say) -> dict[str, Any]:
                                          "settings": cell.settings, "params": cell.params, "results": {}}
     path = study.cell_path(cell)
     guid = record.get("guid")
-    state = plans.state_of(store, guid)["state"] if guid and store.exists(guid) else None
+    state = state_of(store, guid)["state"] if guid and store.exists(guid) else None
     if state == "interrupted, resumable":
         log(f"{cell.key}: resuming run {guid}")
         plans.resume(guid, root=study.root, log=log)
@@ -319,7 +320,7 @@ def status(path: str | Path, root: str | Path = ".") -> list[dict[str, Any]]:
     return rows
 
 
-def run(path: str | Path, root: str | Path = ".", parallel: int = 1, log: Log = plans.say,
+def run(path: str | Path, root: str | Path = ".", parallel: int = 1, log: Log = say,
         only: list[str] | None = None) -> Path:
     """Every cell not done yet, ``parallel`` at a time (each in its own process, one BLAS thread);
     then the study's JSON, table and plot. Returns the JSON's path."""

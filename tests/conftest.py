@@ -1,12 +1,15 @@
 """Shared fixtures: backends to parametrize over, float64 mode, tiny configs, the shared data dir."""
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy
 import pytest
 
 from baby import backend
+from baby.nn.context import Context
+from baby.runs import RunStore
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -53,3 +56,37 @@ def device64(request: pytest.FixtureRequest):
 
 
 TINY = {"n_ctx": 12, "n_emb": 16, "n_heads": 4, "n_layers": 2, "batch_size": 4, "seed": 3}
+# a run that trains in about a second: the plans' end-to-end tests use it
+TINY_RUN = {"n_ctx": 16, "n_emb": 16, "n_heads": 2, "n_layers": 1, "batch_size": 4, "n_steps": 12,
+            "n_eval_every": 4, "n_eval_batches": 2, "n_sample_tokens": 10, "r_dropout": 0.1, "seed": 5}
+
+
+def quiet(_: str) -> None:
+    """A log that says nothing."""
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    """The first 6,000 characters of the default corpus, as a file of their own."""
+    text = (ROOT / "inputs" / "shakespeare.txt").read_text(encoding="utf-8")[:6000]
+    path = tmp_path / "corpus.txt"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def digest(root: Path) -> dict[str, str]:
+    """sha256 of every file under root: what "nothing was changed" is checked against."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def weights(root: Path, guid: str, suffix: str = "") -> dict:
+    """The encoded tensors of a run's model file."""
+    return RunStore(root).read("model", guid, suffix)["tensors"]
+
+
+def context(ids: numpy.ndarray, valid: numpy.ndarray | None = None) -> Context:
+    """The context of a forward over ``ids`` (B, T) from position 0, with an optional valid mask."""
+    b, t = ids.shape
+    return Context(ids=backend.asarray(ids), positions=backend.asarray(numpy.broadcast_to(numpy.arange(t), (b, t))),
+                   valid=None if valid is None else backend.asarray(valid))

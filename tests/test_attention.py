@@ -11,7 +11,7 @@ import pytest
 
 from baby import backend
 from baby.config import Config
-from baby.nn import core
+from baby.nn import variants
 from baby.nn.mixers.head_attention import HeadAttention
 from baby.nn.mixers.kit import heads_first
 from baby.nn.mixers.swh import SwitchHead
@@ -26,7 +26,7 @@ B = 2
 
 def build(name: str, seed: int = 0, cls: type | None = None, **extra: object):
     cfg = Config({**TINY, "n_ctx": 24, "c_attention": name, **extra})
-    return (cls or core.lookup("mixer", name).cls)(cfg, numpy.random.default_rng(seed))
+    return (cls or variants.lookup("mixer", name).cls)(cfg, numpy.random.default_rng(seed))
 
 
 def context(x, start: int = 0, state: dict | None = None, valid=None, positions=None) -> Context:
@@ -61,7 +61,7 @@ def roughen(module, seed: int = 5, std: float = 0.5) -> None:
 def test_every_variant_and_the_lda_alias_are_registered() -> None:
     for name in VARIANTS + ["lda"]:
         assert Config({**TINY, "c_attention": name}).c_attention == name
-    assert core.lookup("mixer", "lda").cls is core.lookup("mixer", "gla").cls
+    assert variants.lookup("mixer", "lda").cls is variants.lookup("mixer", "gla").cls
 
 
 @pytest.mark.parametrize("name", VARIANTS)

@@ -10,11 +10,12 @@ import threading
 import numpy
 import pytest
 
-from baby import backend, pool
+from baby import backend, config, device, pool
 from baby.config import Config
 from baby.nn import layers
 from baby.nn.model import GPT
 from baby.optim import AdamW
+from tests.conftest import TINY_RUN, quiet
 
 
 @pytest.fixture()
@@ -234,7 +235,6 @@ def test_a_run_yields_the_cores_others_keep_busy_records_it_and_resumes_on_as_ma
     from baby import plans  # noqa: PLC0415
     from baby.runs import RunStore  # noqa: PLC0415
     from baby.train import Interrupted  # noqa: PLC0415
-    from tests.test_plans import TINY_RUN, quiet  # noqa: PLC0415
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("the cat sat on the mat and the dog sat on the log. " * 60, encoding="utf-8")
     monkeypatch.setattr(backend, "cpu_count", lambda: 2)
@@ -250,10 +250,10 @@ def test_a_run_yields_the_cores_others_keep_busy_records_it_and_resumes_on_as_ma
     monkeypatch.setattr(backend, "busy_cores", lambda: 0)  # the machine is free again: still 1, as recorded
     plans.resume(guid, root=tmp_path, log=quiet)
     assert pool.threads() == 1
-    assert plans.cpu_threads(plans.as_config(settings)) == (2, "")
+    assert device.cpu_threads(config.as_config(settings)) == (2, "")
     monkeypatch.setattr(backend, "busy_cores", lambda: 2)
-    assert plans.cpu_threads(plans.as_config(settings))[0] == 1  # never below one thread
-    assert plans.cpu_threads(plans.as_config({**settings, "c_device_cpu_yield": 0})) == (2, "")
+    assert device.cpu_threads(config.as_config(settings))[0] == 1  # never below one thread
+    assert device.cpu_threads(config.as_config({**settings, "c_device_cpu_yield": 0})) == (2, "")
 
 
 @pytest.mark.parametrize("grouped", [False, True])

@@ -8,7 +8,7 @@ import pytest
 
 from baby import charts, plans
 from baby.__main__ import main
-from baby.nn import gradcheck
+from baby.nn import gradcheck, variants
 from baby.nn.mixers.aft import AttentionFree
 from baby.runs import RunStore
 from tests.conftest import ROOT
@@ -97,6 +97,6 @@ def test_the_learner_config_agrees_with_the_real_one() -> None:
     from baby.nn import core
 
     mine, real = gradcheck.learner_config(), Config(gradcheck.LEARNER_CONFIG)
-    keys = {s.key for kind in ("mixer", "network") for e in core.entries(kind) for s in e.settings}
+    keys = {s.key for kind in ("mixer", "network") for e in variants.entries(kind) for s in e.settings}
     for key in keys | {"head_width", "hidden", "n_emb", "n_heads", "n_ctx", "c_bias", "c_position", "r_temp"}:
         assert getattr(mine, key) == getattr(real, key), key

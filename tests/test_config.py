@@ -122,10 +122,10 @@ def test_original_config_mistakes_are_named(tmp_path: Path, change: dict, messag
 
 def test_info_config_counts_parameters_exactly_before_training() -> None:
     from baby import plans
-    data = plans.info_plan(config=str(ROOT_CONFIGS / "conv-induction-12m.json"), probe=False, log=lambda _: None)
+    data = plans.info(config=str(ROOT_CONFIGS / "conv-induction-12m.json"), probe=False, log=lambda _: None)
     assert data["n_params"] == 12_288_816 and data["memory_per_step"]["total_bytes"] > 0
-    tiny = plans.info_plan(config=str(ROOT_CONFIGS / "tiny.json"), overrides={"n_steps": 10}, log=lambda _: None)
+    tiny = plans.info(config=str(ROOT_CONFIGS / "tiny.json"), overrides={"n_steps": 10}, log=lambda _: None)
     assert tiny["seconds_per_step"] > 0 and tiny["train_seconds"] == pytest.approx(10 * tiny["seconds_per_step"])
     assert "assumed" in tiny["vocab_note"] or tiny["n_vocab"] > 0
     with pytest.raises(ConfigError, match="exactly one of"):
-        plans.info_plan(log=lambda _: None)
+        plans.info(log=lambda _: None)

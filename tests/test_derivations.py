@@ -6,7 +6,7 @@ import inspect
 
 import pytest
 
-from baby.nn import core, layers, model
+from baby.nn import layers, model, variants
 from baby.nn.mixers import kit
 from baby.nn.network import common
 
@@ -22,7 +22,7 @@ def backward_methods(cls: type) -> list[tuple[str, object]]:
     return found
 
 
-CLASSES = sorted({e.cls for kind in ("mixer", "network", "norm") for e in core.entries(kind)}
+CLASSES = sorted({e.cls for kind in ("mixer", "network", "norm") for e in variants.entries(kind)}
                  | {layers.Linear, layers.Embedding, layers.Dropout, model.Residual, model.Block, model.GPT},
                  key=lambda c: c.__name__)
 FUNCTIONS = [layers.gelu_backward, layers.silu_backward, layers.softmax_backward_, layers.cross_entropy,

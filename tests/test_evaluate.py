@@ -15,7 +15,7 @@ from baby.corpus import CorpusError, encode_documents
 from baby.evaluate.blimp import Pair, aggregate, evaluate_blimp, load_blimp
 from baby.evaluate.perplexity import evaluate_perplexity
 from baby.evaluate.zorro import load_zorro
-from baby.evaluate.run import evaluate, format_table
+from baby.commands.eval import evaluate, format_table
 from baby.evaluate.scoring import sentence_logprobs, sequence_logprobs, window_plan
 from baby.nn.layers import log_softmax
 from baby.nn.model import GPT

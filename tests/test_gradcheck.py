@@ -7,7 +7,7 @@ import pytest
 
 from baby import backend
 from baby.config import Config
-from baby.nn import core
+from baby.nn import core, variants
 from baby.nn.context import Context
 from baby.nn.gradcheck import check_module
 from baby.nn.layers import cross_entropy
@@ -27,11 +27,11 @@ def tiny_config(**extra: object) -> Config:
 
 
 def mixer_names() -> list[str]:
-    return sorted(e.name for e in core.entries("mixer"))
+    return sorted(e.name for e in variants.entries("mixer"))
 
 
 def network_names() -> list[str]:
-    return sorted(e.name for e in core.entries("network"))
+    return sorted(e.name for e in variants.entries("network"))
 
 
 PAD = 3  # left pads in the second row
@@ -56,7 +56,7 @@ def check_sequence_module(kind: str, name: str, cfg: Config, padded: bool = Fals
     the second row left-padded (positions count real tokens, as GPT.context makes them); the loss
     weights every output, padding included."""
     rng = numpy.random.default_rng(0)
-    module = core.lookup(kind, name).cls(cfg, rng)
+    module = variants.lookup(kind, name).cls(cfg, rng)
     allow: tuple[str, ...] = ()
     if getattr(module, "straight_through", False):
         # swh: the gate's straight-through gradient is a surrogate (finite differences of a hard argmax
@@ -92,9 +92,9 @@ def test_network_gradients(device64: str, name: str) -> None:
     assert "input" in checked and len(checked) > 1
 
 
-@pytest.mark.parametrize("name", sorted(e.name for e in core.entries("norm")))
+@pytest.mark.parametrize("name", sorted(e.name for e in variants.entries("norm")))
 def test_norm_gradients(device64: str, name: str) -> None:
-    module = core.lookup("norm", name).cls(8)
+    module = variants.lookup("norm", name).cls(8)
     rng = numpy.random.default_rng(1)
     for p in module.parameters():  # move away from the ones/zeros init so every term matters
         p.data[...] = backend.xp.asarray(rng.standard_normal(p.shape))

@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy
 import pytest
 
-from baby import plans
+from baby import plans, runs
 from baby.__main__ import main
 from baby.config import Config, ConfigError
 from baby.evaluate.scoring import sentence_logprobs
 from baby.hf import layout
-from baby.hf.export import export
-from baby.hf.import_ import import_run, read_safetensors
+from baby.commands.export import export
+from baby.commands.import_ import import_run, read_safetensors
 from baby.hf.tokenizer import from_hf, to_hf
 from baby.runs import RunError, RunStore
 from baby.tokenizers import train_tokenizer
@@ -67,7 +67,7 @@ def copied(folder: Path, target: Path) -> Path:
 
 
 def our_model(root: Path, guid: str):
-    run = plans.Run(RunStore(root), guid)
+    run = runs.Run(RunStore(root), guid)
     model = run.model()
     model.eval()
     return run, model
@@ -217,7 +217,7 @@ def test_info_reads_a_model_file_alone(exported: dict, tmp_path: Path, capsys: p
     root, guid, _ = exported["llama-gqa"]
     alone = tmp_path / "model.json"
     alone.write_bytes(RunStore(root).path("model", guid).read_bytes())
-    data = plans.info_plan(model=str(alone), log=quiet)
+    data = plans.info(model=str(alone), log=quiet)
     assert data["n_params"] == plans.info(guid, root=root)["n_params"]
     assert data["architecture"]["n_kv_heads"] == 2 and data["architecture"]["norm_eps"] == 1e-6
     status, out, _ = cli(capsys, "info", "--model", str(alone))
@@ -226,7 +226,7 @@ def test_info_reads_a_model_file_alone(exported: dict, tmp_path: Path, capsys: p
     del old["architecture"]  # files written before it existed still load with their run
     alone.write_text(json.dumps(old))
     with pytest.raises(Exception, match="before model files described their architecture"):
-        plans.info_plan(model=str(alone), log=quiet)
+        plans.info(model=str(alone), log=quiet)
 
 
 @pytest.mark.parametrize("edit, field", [
@@ -245,7 +245,7 @@ def test_a_tokenizer_not_in_our_layout_is_refused_naming_the_field(edit, field: 
 
 
 def test_a_tied_config_with_a_different_head_is_refused(exported: dict, tmp_path: Path) -> None:
-    from baby.hf.export import write_safetensors
+    from baby.commands.export import write_safetensors
     _, _, folder = exported["gpt2"]
     target = copied(folder, tmp_path / "edited")
     tensors = read_safetensors(folder / "model.safetensors")

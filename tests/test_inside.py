@@ -7,7 +7,7 @@ import pytest
 
 from baby import backend
 from baby.config import Config
-from baby.nn import core
+from baby.nn import variants
 from baby.nn.context import Context
 from baby.nn.model import GPT
 from baby import inside
@@ -19,7 +19,7 @@ B, T = 2, 11
 def run_captured(kind: str, name: str, **extra: object) -> tuple[object, dict, numpy.ndarray]:
     cfg = Config({**TINY, "c_position": "rope", "n_ctx": 16, "s_window": 4, **extra})
     rng = numpy.random.default_rng(0)
-    module = core.lookup(kind, name).cls(cfg, rng)
+    module = variants.lookup(kind, name).cls(cfg, rng)
     x = backend.xp.asarray(rng.standard_normal((B, T, cfg.n_emb)).astype(backend.dtype))
     ids = backend.xp.asarray(rng.integers(0, 4, (B, T)))
     ctx = Context(ids=ids, positions=backend.xp.broadcast_to(backend.xp.arange(T)[None], (B, T)), capture={})
@@ -39,7 +39,7 @@ def test_attention_rows_sum_to_one_and_reproduce_the_heads(name: str) -> None:
     assert numpy.allclose(numpy.triu(p, 1), 0.0)  # causal: nothing from later positions
     v_per_head = numpy.repeat(v, noted["group"], axis=1)  # gqa: query head i reads K/V head i // group
     assert numpy.allclose(p @ v_per_head, heads, atol=1e-5)
-    view = inside.attention_view(name, noted)
+    view = inside.attention_view(module.inside_view, noted)
     assert view["probs"].shape == (module.n_heads, T, T)
     if name in ("moh", "swh"):
         assert numpy.allclose(h(noted["gate"]).sum(axis=-1), 1.0, atol=1e-5)
@@ -61,12 +61,13 @@ def test_rfa_window_and_memory_sum_to_one_and_reproduce_the_heads() -> None:
 
 @pytest.mark.parametrize("kind,name", [("mixer", "aft"), ("mixer", "gla"), ("network", "nft")])
 def test_effective_weights_reproduce_the_prefix_mean(kind: str, name: str) -> None:
-    _, noted, _ = run_captured(kind, name)
+    module, noted, _ = run_captured(kind, name)
     a = inside.effective_weights(noted)  # batch row 0
     y = numpy.einsum("tjc,jc->tc", a, h(noted["values"][0]))
     assert numpy.allclose(y, h(noted["means"][0]), atol=1e-5)
     assert (a.sum(axis=1) <= 1.0 + 1e-5).all()
-    assert inside.attention_view(name, noted)["probs"].shape == (1, T, T)
+    assert module.inside_view == "prefix mean"
+    assert inside.attention_view(module.inside_view, noted)["probs"].shape == (1, T, T)
 
 
 def test_induction_probabilities_sum_to_one_with_the_sink_and_reproduce_the_output() -> None:

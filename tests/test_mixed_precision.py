@@ -5,16 +5,15 @@ from __future__ import annotations
 import numpy
 import pytest
 
-from baby import backend, plans
+from baby import backend, plans, runs
 from baby.config import Config
-from baby.nn import core
+from baby.nn import variants
 from baby.nn.core import Parameter
 from baby.nn.layers import RMSNorm, cross_entropy, gelu, gelu_backward
 from baby.nn.model import GPT
 from baby.optim import AdamW, LossScale
 from baby.train import Interrupted, Trainer
-from tests.test_plans import TINY_RUN, corpus, quiet, weights  # noqa: F401 - corpus is a fixture
-from tests.test_mixers import context
+from tests.conftest import TINY_RUN, context, quiet, weights
 
 
 @pytest.fixture
@@ -95,7 +94,7 @@ def test_fp16_modules_do_not_overflow_at_realistic_activations(fp16: None) -> No
     assert numpy.isfinite(y).all() and numpy.isfinite(gelu_backward(big, t, numpy.ones_like(big))).all()
     # aft: keys near 13 give weights exp(20 tanh(k/20)) > 65504
     cfg = Config({"n_ctx": 8, "n_emb": 16, "n_heads": 2, "n_layers": 1, "c_attention": "aft", "d_type": "fp16"})
-    aft = core.lookup("mixer", "aft").cls(cfg, numpy.random.default_rng(2))
+    aft = variants.lookup("mixer", "aft").cls(cfg, numpy.random.default_rng(2))
     k = numpy.full((1, 8, 16), 13.0)
     w = aft.key_weights(k.astype(numpy.float16), context(numpy.zeros((1, 8), int)))
     assert numpy.isfinite(w).all() and float(w.max()) > 65504
@@ -106,7 +105,7 @@ def test_an_fp16_run_ends_within_3_percent_of_fp32(tmp_path, corpus) -> None:  #
     losses = {}
     for d_type in ("fp32", "fp16"):
         guid = plans.train({**settings, "d_type": d_type}, [str(corpus)], root=tmp_path / d_type, log=quiet)
-        report = plans.RunStore(tmp_path / d_type).read("report", guid)
+        report = runs.RunStore(tmp_path / d_type).read("report", guid)
         losses[d_type] = report["final_val_loss"]
         if d_type == "fp16":
             assert report["loss_scale"]["scale"] >= 1.0
@@ -118,7 +117,7 @@ def test_an_fp16_run_resumes_exactly(tmp_path, corpus) -> None:  # noqa: F811
     whole = plans.train(settings, [str(corpus)], root=tmp_path / "a", log=quiet)
     with pytest.raises(Interrupted):
         plans.train(settings, [str(corpus)], root=tmp_path / "b", log=quiet, stop_at=8)
-    (guid,) = plans.RunStore(tmp_path / "b").guids()
+    (guid,) = runs.RunStore(tmp_path / "b").guids()
     plans.resume(guid, root=tmp_path / "b", log=quiet)
     assert weights(tmp_path / "b", guid) == weights(tmp_path / "a", whole)
 

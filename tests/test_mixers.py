@@ -12,7 +12,7 @@ import pytest
 
 from baby import backend
 from baby.config import Config, ConfigError
-from baby.nn import core
+from baby.nn import core, variants
 from baby.nn.context import Context
 from baby.nn.gradcheck import directional_check
 from baby.nn.layers import cross_entropy
@@ -20,7 +20,7 @@ from baby.nn.mixers.conv import DynamicConv
 from baby.nn.mixers.induction import Induction, scatter_rows
 from baby.nn.mixers.induction_index import build_index, grow_index
 from baby.nn.model import GPT
-from tests.conftest import TINY
+from tests.conftest import TINY, context
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -145,12 +145,6 @@ def tiny(**extra: object) -> Config:
     return Config({**TINY, "c_position": "learned", **extra})
 
 
-def context(ids: numpy.ndarray, valid: numpy.ndarray | None = None) -> Context:
-    b, t = ids.shape
-    return Context(ids=backend.asarray(ids), positions=backend.asarray(numpy.broadcast_to(numpy.arange(t), (b, t))),
-                   valid=None if valid is None else backend.asarray(valid))
-
-
 def randomize(module: core.Module, rng: numpy.random.Generator, std: float = 0.5) -> None:
     """Large random weights so that kernels, gates and scores are far from uniform."""
     for p in module.parameters():
@@ -262,7 +256,7 @@ def test_whole_model_gradients(device64: str, padded: bool, ablation: dict) -> N
 
 def test_static_conv_uses_one_kernel_at_every_position_and_no_sink_abstains_with_zero(device64: str) -> None:
     rng = numpy.random.default_rng(8)
-    conv = core.lookup("mixer", "conv").cls(tiny(n_conv_groups=4, c_conv_static=True), rng)
+    conv = variants.lookup("mixer", "conv").cls(tiny(n_conv_groups=4, c_conv_static=True), rng)
     randomize(conv, rng)
     assert all(k.shape == (4 * 3,) for k in conv.kernels)  # no token-dependent projection
     ids = rng.integers(0, 9, (2, 10))
@@ -270,7 +264,7 @@ def test_static_conv_uses_one_kernel_at_every_position_and_no_sink_abstains_with
     conv.forward(x, context(ids))
     w = backend.to_host(conv.cache[1][0][1])  # level 0 kernels, (B, T, G, k)
     numpy.testing.assert_allclose(w, numpy.broadcast_to(w[:1, :1], w.shape))
-    induction = core.lookup("mixer", "induction").cls(tiny(c_induction_sink=False), rng)
+    induction = variants.lookup("mixer", "induction").cls(tiny(c_induction_sink=False), rng)
     randomize(induction, rng)
     ids = numpy.array([[1, 2, 3, 1, 2, 3, 4, 5]])
     y = backend.to_host(induction.forward(backend.asarray(rng.normal(size=(1, 8, TINY["n_emb"]))), context(ids)))
@@ -375,7 +369,7 @@ def test_tiny_defaults_build() -> None:
     assert DynamicConv(Config({**TINY, "n_emb": 8, "c_attention": "conv"}), numpy.random.default_rng(0)).groups == 8
 
 
-@pytest.mark.skipif("swi" not in core.names("network"),
+@pytest.mark.skipif("swi" not in variants.names("network"),
                     reason="the released shape uses c_network 'swi', which is not registered yet")
 @pytest.mark.parametrize("width, count", [(384, 12_288_816), (192, 3_932_784)])
 def test_released_parameter_counts(width: int, count: int) -> None:

@@ -8,7 +8,7 @@ import pytest
 from baby import backend
 from baby.config import Config
 from baby.generate import generate
-from baby.nn import core
+from baby.nn import variants
 from baby.nn.layers import cross_entropy
 from baby.nn.model import GPT
 from baby.optim import AdamW
@@ -18,11 +18,11 @@ VOCAB = 13
 
 
 def mixers() -> list[str]:
-    return sorted(e.name for e in core.entries("mixer"))
+    return sorted(e.name for e in variants.entries("mixer"))
 
 
 def networks() -> list[str]:
-    return sorted(e.name for e in core.entries("network"))
+    return sorted(e.name for e in variants.entries("network"))
 
 
 LAYOUTS = [{"c_attention": m} for m in mixers()] + \

@@ -8,7 +8,7 @@ import pytest
 
 from baby import backend
 from baby.config import Config, ConfigError
-from baby.nn import core
+from baby.nn import variants
 from baby.nn.context import Context
 from baby.nn.gradcheck import GradientMismatch, check_module
 from baby.nn.layers import cross_entropy, gelu
@@ -27,7 +27,7 @@ def config(**extra: object) -> Config:
 
 def build(name: str, **extra: object):
     cfg = config(c_network=name, **extra)
-    return core.lookup("network", name).cls(cfg, numpy.random.default_rng(0)), cfg
+    return variants.lookup("network", name).cls(cfg, numpy.random.default_rng(0)), cfg
 
 
 def context(b: int = B, t: int = T, start: int = 0, state: dict | None = None, valid=None) -> Context:
@@ -56,8 +56,8 @@ def host(a) -> numpy.ndarray:
 
 
 def test_every_network_name_and_the_lin_alias_are_registered() -> None:
-    assert set(NETWORKS) | {"lin"} <= set(core.names("network"))
-    assert core.lookup("network", "lin").cls is core.lookup("network", "gln").cls
+    assert set(NETWORKS) | {"lin"} <= set(variants.names("network"))
+    assert variants.lookup("network", "lin").cls is variants.lookup("network", "gln").cls
     assert config(c_network="lin").c_network == "lin"
 
 

@@ -1,7 +1,6 @@
 """Every plan end to end on a tiny config in a temporary root, through the Python API and the CLI."""
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import sys
@@ -10,39 +9,14 @@ from pathlib import Path
 import numpy
 import pytest
 
-from baby import plans
+from baby import config, plans
 from baby.runs import RunError, RunStore
 from baby.train import Interrupted
-from tests.conftest import ROOT
-
-TINY_RUN = {"n_ctx": 16, "n_emb": 16, "n_heads": 2, "n_layers": 1, "batch_size": 4, "n_steps": 12,
-            "n_eval_every": 4, "n_eval_batches": 2, "n_sample_tokens": 10, "r_dropout": 0.1, "seed": 5}
-
-
-def quiet(_: str) -> None:
-    pass
-
-
-@pytest.fixture
-def corpus(tmp_path: Path) -> Path:
-    text = (ROOT / "inputs" / "shakespeare.txt").read_text(encoding="utf-8")[:6000]
-    path = tmp_path / "corpus.txt"
-    path.write_text(text, encoding="utf-8")
-    return path
-
+from tests.conftest import ROOT, TINY_RUN, digest, quiet, weights
 
 def cli(*args: str, root: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "baby", *args, "--root", str(root)], capture_output=True,
                           text=True, cwd=ROOT, timeout=300)
-
-
-def digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def weights(root: Path, guid: str, suffix: str = "") -> dict:
-    return RunStore(root).read("model", guid, suffix)["tensors"]
 
 
 def test_train_writes_the_five_files_and_a_full_report(tmp_path: Path, corpus: Path) -> None:
@@ -255,7 +229,7 @@ def test_inference_streams_the_text_and_takes_several_samples(tmp_path: Path, co
     many = plans.inference(guid, "The", 8, root=tmp_path, seed=1, log=quiet, num_samples=3)
     assert [r["seed"] for r in many["samples"]] == [1, 2, 3] and many["samples"][0]["tokens"] == record["tokens"]
     assert len({r["path"] for r in many["samples"]}) == 3
-    with pytest.raises(plans.ConfigError, match="--num-samples"):
+    with pytest.raises(config.ConfigError, match="--num-samples"):
         plans.inference(guid, "The", 8, root=tmp_path, log=quiet, num_samples=0)
 
 

@@ -8,11 +8,12 @@ import threading
 import numpy
 import pytest
 
-from baby import backend, plans
+from baby import backend, config, plans
 from baby.nn.model import GPT
 from baby.optim import AdamW
 from baby.replicas import Replicas, for_training, replica_count
 from baby.train import train_step
+from tests.conftest import TINY_RUN, quiet
 
 SMALL = {"n_ctx": 16, "n_emb": 32, "n_heads": 4, "n_layers": 2, "batch_size": 6, "r_dropout": 0.0}
 
@@ -38,7 +39,7 @@ def batches(n_vocab: int, count: int, rows: int = 6, ignored: bool = True) -> li
 
 
 def train(settings: dict, replicas: int, steps: int = 3, accumulate: int = 1) -> tuple[numpy.ndarray, list[float], list[float]]:
-    cfg = plans.as_config({**SMALL, **settings})
+    cfg = config.as_config({**SMALL, **settings})
     model = GPT(cfg, 50)
     opt = AdamW(model.parameters(), 1e-3, (0.9, 0.95), 1e-8, 0.1)
     reps = Replicas(model, opt, replicas) if replicas > 1 else None
@@ -72,7 +73,7 @@ def test_replicas_with_micro_batches_are_the_mean_over_them(two_threads) -> None
 
 
 def test_replicas_share_the_weights_and_keep_their_own_gradients(two_threads) -> None:
-    cfg = plans.as_config(SMALL)
+    cfg = config.as_config(SMALL)
     model = GPT(cfg, 50)
     opt = AdamW(model.parameters(), 1e-3)
     reps = Replicas(model, opt, 2)
@@ -86,7 +87,7 @@ def test_replicas_share_the_weights_and_keep_their_own_gradients(two_threads) ->
 
 def test_replicas_run_on_their_own_threads_with_one_blas_thread(two_threads, monkeypatch) -> None:
     pytest.importorskip("threadpoolctl")
-    cfg = plans.as_config(SMALL)
+    cfg = config.as_config(SMALL)
     model = GPT(cfg, 50)
     opt = AdamW(model.parameters(), 1e-3)
     assert for_training(model, opt, cfg.replace(c_device_cpu_parallel="ops"), 6) is None
@@ -114,7 +115,7 @@ def test_replicas_run_on_their_own_threads_with_one_blas_thread(two_threads, mon
 
 def test_replicas_evaluate_the_mean_loss_of_the_whole_batch(two_threads) -> None:
     from baby.nn.layers import cross_entropy  # noqa: PLC0415
-    cfg = plans.as_config(SMALL)
+    cfg = config.as_config(SMALL)
     model = GPT(cfg, 50).eval()
     reps = Replicas(model, AdamW(model.parameters(), 1e-3), 2)
     x, y = batches(50, 1)[0]
@@ -125,7 +126,7 @@ def test_replicas_with_dropout_and_health_repeat_bit_for_bit(two_threads) -> Non
     from baby.health import Health  # noqa: PLC0415
 
     def run() -> tuple[list[float], list[float]]:
-        cfg = plans.as_config({**SMALL, "r_dropout": 0.2})
+        cfg = config.as_config({**SMALL, "r_dropout": 0.2})
         model = GPT(cfg, 50)
         opt = AdamW(model.parameters(), 1e-3)
         reps = Replicas(model, opt, 2)
@@ -143,13 +144,13 @@ def test_replicas_with_dropout_and_health_repeat_bit_for_bit(two_threads) -> Non
 
 @pytest.mark.parametrize("layout, rows, expected", [("auto", 6, 2), ("auto", 1, 1), ("batch", 6, 2), ("ops", 6, 1)])
 def test_the_layout_setting_chooses_replicas_per_thread(two_threads, layout: str, rows: int, expected: int) -> None:
-    assert replica_count(plans.as_config({"c_device_cpu_parallel": layout}), rows) == expected
+    assert replica_count(config.as_config({"c_device_cpu_parallel": layout}), rows) == expected
 
 
 def test_one_thread_never_uses_replicas() -> None:
     backend.use("cpu", 1)
     try:
-        assert replica_count(plans.as_config({"c_device_cpu_parallel": "batch"}), 8) == 1
+        assert replica_count(config.as_config({"c_device_cpu_parallel": "batch"}), 8) == 1
     finally:
         backend.use("cpu")
 
@@ -157,7 +158,6 @@ def test_one_thread_never_uses_replicas() -> None:
 def test_a_run_records_its_replicas_and_resumes_bit_for_bit_with_them(tmp_path) -> None:
     from baby.runs import RunStore  # noqa: PLC0415
     from baby.train import Interrupted  # noqa: PLC0415
-    from tests.test_plans import TINY_RUN, quiet  # noqa: PLC0415
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("the cat sat on the mat and the dog sat on the log. " * 60, encoding="utf-8")
     settings = {**TINY_RUN, "c_device_cpu_cores": 2, "c_device_cpu_yield": 0, "c_device_cpu_parallel": "batch"}

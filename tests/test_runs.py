@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy
 import pytest
 
-from baby import backend, plans
+from baby import backend, formats
 from baby.config import Config
 from baby.nn.model import GPT
 from baby.formats import FormatError, decode_tensor, encode_tensor
@@ -26,9 +26,9 @@ def test_model_save_load_is_bit_exact(tmp_path: Path, device: str) -> None:
     cfg = Config({"n_ctx": 16, "n_emb": 24, "n_heads": 2, "n_layers": 2, "c_tie": False, "seed": 9})
     model = GPT(cfg, 40)
     path = tmp_path / "m.json"
-    write_json(path, plans.model_to_dict(model))
+    write_json(path, formats.model_to_dict(model))
     other = GPT(cfg, 40, seed=123)  # different init, then overwritten
-    plans.load_weights(other, json.loads(path.read_text()), str(path))
+    formats.load_weights(other, json.loads(path.read_text()), str(path))
     for (name, p), (_, q) in zip(model.named_parameters(), other.named_parameters()):
         assert backend.to_host(p.data).tobytes() == backend.to_host(q.data).tobytes(), name
     ids = backend.asarray(numpy.arange(16)[None] % 40)
@@ -39,7 +39,7 @@ def test_load_refuses_mismatched_shapes(tmp_path: Path) -> None:
     small = GPT(Config({"n_ctx": 8, "n_emb": 8, "n_heads": 2, "n_layers": 1}), 10)
     big = GPT(Config({"n_ctx": 8, "n_emb": 16, "n_heads": 2, "n_layers": 1}), 10)
     with pytest.raises(FormatError, match="shape"):
-        plans.load_weights(big, plans.model_to_dict(small), "m.json")
+        formats.load_weights(big, formats.model_to_dict(small), "m.json")
 
 
 def test_atomic_write_keeps_the_old_file_when_serialising_fails(tmp_path: Path) -> None:

@@ -12,8 +12,7 @@ from baby.config import ConfigError
 from baby.runs import RunStore
 from baby.study_report import checkpoint_curve, loss_curve
 from baby.train import Interrupted
-from tests.conftest import ROOT
-from tests.test_plans import quiet
+from tests.conftest import ROOT, quiet
 
 BASE = {"n_ctx": 16, "n_emb": 16, "n_heads": 2, "n_layers": 1, "batch_size": 4, "n_steps": 8, "n_eval_every": 4,
         "n_eval_batches": 2, "n_sample_tokens": 4, "c_tokenizer": "bpe", "n_vocab": 300, "c_device_cpu_cores": 1}

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from baby import plans
+from baby import device
 from baby.bench.common import machine, save
 from baby.bench.train import batches, time_ours
 from baby.config import Config, ConfigError, parse_override
@@ -32,7 +32,7 @@ def vocabulary(cfg: Config) -> int:
 def worker(args: argparse.Namespace) -> int:
     """One layout: time train_step on this rank's shard of every batch; rank 0 writes the result."""
     cfg = Config.load(args.config[0], dict(parse_override(s) for s in args.set))
-    comm = plans.data_parallel(cfg)
+    comm = device.data_parallel(cfg)
     n_vocab = vocabulary(cfg)
     per = cfg.batch_size // comm.size
     data = [b[comm.rank * per:(comm.rank + 1) * per] for b in batches(cfg, n_vocab, args.steps + args.warmup)]

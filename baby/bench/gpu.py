@@ -21,6 +21,9 @@ from typing import Any
 import numpy
 
 from baby import backend, plans
+from baby.device import select as select_device
+from baby.corpus import prepare_corpus
+from baby.runs import RunStore
 from baby.bench.common import machine, save
 from baby.bench.train import batches, torch_gpt
 from baby.config import Config, parse_override
@@ -86,7 +89,7 @@ def train_to(cfg: Config, iters: int, log: Any) -> dict[str, Any]:
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as root:  # a throwaway run: only its report is wanted
         guid = plans.train(cfg.replace(n_steps=iters, n_eval_every=iters, n_sample_tokens=0), root=root, log=log)
-        report = plans.RunStore(root).read("report", guid)
+        report = RunStore(root).read("report", guid)
     return {"val_loss": report["final_val_loss"], "train_seconds": report["train_seconds"],
             "wall_seconds": time.perf_counter() - start}
 
@@ -102,7 +105,7 @@ def train_torch_to(cfg: Config, iters: int, device: str, fp16: bool) -> dict[str
     from baby.data import Batches, eval_batches, split_stream  # noqa: PLC0415
     from baby.optim import lr_at  # noqa: PLC0415
 
-    corpus = plans.prepare_corpus(cfg)
+    corpus = prepare_corpus(cfg)
     train, val = split_stream(corpus.tokens, cfg.r_split, cfg.n_ctx)
     windows = Batches(train, cfg.n_ctx, cfg.batch_size, cfg.seed, cfg.c_shuffle, cfg.c_sequence)
     model, _, step = torch_gpt(cfg, corpus.tokenizer.n_vocab, device, fp16)
@@ -146,7 +149,7 @@ def main(argv: list[str]) -> int:
     data = batches(base, args.vocab, args.steps + args.warmup)
     for precision in args.precisions.split(","):
         cfg = base.replace(d_type="fp16" if precision == "fp16" else "fp32", c_device_gpu_tensor=int(precision == "tf32"))
-        plans.select_backend(cfg)
+        select_device(cfg)
         peak = matmul_peak(backend.xp.float16 if precision == "fp16" else backend.xp.float32,
                            n=256 if args.dry_run else 4096, seconds=0.2 if args.dry_run else 1.0)
         ours, theirs = [], []
@@ -169,7 +172,7 @@ def main(argv: list[str]) -> int:
     training = None
     if args.train_iters:
         cfg = base.replace(d_type="fp16" if "fp16" in args.precisions else "fp32")
-        plans.select_backend(cfg)
+        select_device(cfg)
         training = {"iters": args.train_iters, "ours": train_to(cfg, args.train_iters, lambda _line: None),
                     "torch": train_torch_to(cfg, args.train_iters, device, cfg.d_type == "fp16")}
     m = machine()

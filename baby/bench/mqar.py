@@ -23,7 +23,7 @@ import numpy
 from baby import backend
 from baby.config import Config
 from baby.evaluate.mqar import IGNORE, accuracy, multiquery_ar
-from baby.nn import core
+from baby.nn import variants
 from baby.train import train_step
 from baby.nn.model import GPT
 from baby.optim import AdamW, lr_at
@@ -137,7 +137,7 @@ def main(argv: list[str]) -> int:
     mixers = [m for m in args.mixers.split(",") if m]
     widths = [int(w) for w in args.widths.split(",")]
     cells = [tuple(int(v) for v in c.split(":")) for c in args.cells.split(",")]
-    available = set(core.names("mixer"))
+    available = set(variants.names("mixer"))
     missing = [m for m in mixers if not set(m.split("+")) <= available]  # "conv+induction": each part registered
     for m in missing:
         print(f"mqar: mixer {m!r} is not registered; marked as missing")

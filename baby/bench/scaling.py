@@ -18,12 +18,11 @@ import numpy
 
 from baby import backend
 from baby.config import Config
-from baby.nn import core
+from baby.nn import variants
 from baby.nn.context import Context
 
 MIXERS = ("induction", "conv", "mha", "aft")
 LENGTHS = (256, 1024, 4096, 16384)
-QUADRATIC = {"mha", "gqa", "moh", "swh"}  # variants that hold (B, H, T, T) scores
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -43,9 +42,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def score_gib(batch: int, heads: int, length: int) -> float:
-    """Forward scores + probabilities and the backward's score gradient: ~3 (B, H, T, T) float32 arrays."""
-    return 3 * batch * heads * length * length * 4 / 2**30
+def score_gib(mixer: str, batch: int, heads: int, length: int) -> float:
+    """What the mixer declares it keeps per token (``score_floats``: H*T for quadratic attention),
+    three times over (forward scores, probabilities, the backward's score gradient), in float32 GiB."""
+    floats = variants.lookup("mixer", mixer).cls.score_floats(Config({"n_heads": heads, "n_emb": 8 * heads}), length)
+    return 3 * batch * length * floats * 4 / 2**30
 
 
 def time_layer(mixer: str, length: int, args: argparse.Namespace) -> float:
@@ -54,7 +55,7 @@ def time_layer(mixer: str, length: int, args: argparse.Namespace) -> float:
     cfg = Config({"c_attention": mixer, "n_emb": args.width, "n_heads": args.heads, "n_induction_heads": args.heads,
                   "n_ctx": length, "n_layers": 1, "c_bias": False, "c_position": "learned"})
     rng = numpy.random.default_rng(0)
-    module = core.lookup("mixer", mixer).cls(cfg, rng)
+    module = variants.lookup("mixer", mixer).cls(cfg, rng)
     x = backend.asarray(rng.standard_normal((batch, length, args.width)), backend.dtype)
     dy = backend.asarray(rng.standard_normal((batch, length, args.width)), backend.dtype)
     ids = backend.asarray(rng.integers(0, args.vocab, (batch, length)))
@@ -83,7 +84,7 @@ def main(argv: list[str]) -> int:
     backend.use(args.device, cpu_cores=args.threads or None)
     mixers = [m for m in args.mixers.split(",") if m]
     lengths = [int(t) for t in args.lengths.split(",")]
-    available = set(core.names("mixer"))
+    available = set(variants.names("mixer"))
     rows: list[dict[str, Any]] = []
     skipped: list[str] = []
     for mixer in mixers:
@@ -94,8 +95,8 @@ def main(argv: list[str]) -> int:
         row: dict[str, Any] = {"mixer": mixer, "us_per_token": {}}
         for length in lengths:
             batch = max(1, args.tokens // length)
-            if mixer in QUADRATIC and score_gib(batch, args.heads, length) > args.max_score_gib:
-                skipped.append(f"{mixer} at T={length}: ~{score_gib(batch, args.heads, length):.0f} GiB of "
+            if score_gib(mixer, batch, args.heads, length) > args.max_score_gib:
+                skipped.append(f"{mixer} at T={length}: ~{score_gib(mixer, batch, args.heads, length):.0f} GiB of "
                                f"attention scores (> {args.max_score_gib:g})")
                 print(f"scaling: skip {skipped[-1]}")
                 continue

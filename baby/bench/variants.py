@@ -14,13 +14,15 @@ import argparse
 import time
 from typing import Any
 
-from baby import plans
+from baby import device
+from baby.corpus import DEFAULT_INPUT
+from baby.generate import empty_prompt
 from baby.bench.common import machine, save
 from baby.config import Config, ConfigError, parse_override
 from baby.corpus import encode_documents, read_documents
 from baby.data import split_stream
 from baby.generate import generate
-from baby.nn import core
+from baby.nn import variants
 from baby.tokenizers import train_tokenizer
 from baby.train import fit
 
@@ -38,7 +40,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=0, help="optimizer steps per variant (0: the config's n_steps)")
     p.add_argument("--variants", default="", help="names joined by ',' (default: the seven of the slot that "
                                                      "are registered)")
-    p.add_argument("--input", nargs="+", default=[plans.DEFAULT_INPUT], help="training text")
+    p.add_argument("--input", nargs="+", default=[DEFAULT_INPUT], help="training text")
     p.add_argument("--gen-tokens", type=int, default=0,
                    help="tokens generated per timing (0: fill the window, n_ctx - 1)")
     p.add_argument("--out", default="outputs", help="folder of the JSON and markdown results")
@@ -47,7 +49,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def variant_names(kind: str, requested: str) -> list[str]:
     registry_kind, _, default = SLOTS[kind]
-    known = core.names(registry_kind)
+    known = variants.names(registry_kind)
     if not requested:
         return [n for n in default if n in known]
     names = [n for n in requested.split(",") if n]
@@ -104,12 +106,12 @@ def main(argv: list[str]) -> int:
         extra["n_steps"] = args.steps
     base = Config.load(args.config, extra)
     names = variant_names(args.kind, args.variants)
-    plans.select_backend(base)
+    device.select(base)
     docs = read_documents(args.input)
     tokenizer = train_tokenizer(base.c_tokenizer, "\n".join(docs), n_vocab=base.n_vocab)
     tokens, _ = encode_documents(tokenizer, docs)
     train, val = split_stream(tokens, base.r_split, base.n_ctx)
-    data = {"train": train, "val": val, "n_vocab": tokenizer.n_vocab, "prompt": plans.empty_prompt(tokenizer)}
+    data = {"train": train, "val": val, "n_vocab": tokenizer.n_vocab, "prompt": empty_prompt(tokenizer)}
     gen_tokens = args.gen_tokens or max(1, base.n_ctx - len(data["prompt"]))
     results: dict[str, dict[str, Any]] = {}
     for name in names:

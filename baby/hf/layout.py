@@ -12,6 +12,7 @@ import numpy
 
 from baby.config import Config, ConfigError
 from baby.formats import architecture
+from baby.nn import variants
 from baby.tokenizers import BOS, EOS, PAD
 
 GPT2, LLAMA = "GPT2LMHeadModel", "LlamaForCausalLM"
@@ -25,17 +26,21 @@ def family(cfg: Config) -> str:
     a = architecture(cfg)
     if a["r_temp"] != 1.0:
         raise ConfigError(f"r_temp={cfg.r_temp}: HF attention has no temperature; {EXPORTABLE}")
-    if len(a["mixers"]) != 1 or a["mixers"][0] not in ("mha", "gqa"):
+    # each variant declares the HF layers it is (``hf_families`` on its class)
+    mixers = [variants.lookup("mixer", m).cls for m in a["mixers"]]
+    if len(mixers) != 1 or not mixers[0].hf_families:
         raise ConfigError(f"c_attention={cfg.c_attention!r}: HF has no class for it; {EXPORTABLE}")
-    if a["network"] == "mlp" and a["position"] == "learned":
-        wanted = {"mixers": ["mha"], "norm": "layer", "norm_final": "layer", "bias": True}
+    network = variants.lookup("network", a["network"]).cls if a["network"] else None
+    families = set(mixers[0].hf_families) & set(network.hf_families if network else ())
+    if "gpt2" in families and a["position"] == "learned":
+        wanted = {"norm": "layer", "norm_final": "layer", "bias": True}
         for key, value in wanted.items():
             if a[key] != value:
                 raise ConfigError(f"{key}={a[key]!r}: the GPT-2 shape needs {value!r}; {EXPORTABLE}")
         if a["head_dim"] * a["n_heads"] != a["n_emb"]:
             raise ConfigError(f"head_size={cfg.head_size}: GPT-2 needs head_size = n_emb; {EXPORTABLE}")
         return GPT2
-    if a["network"] == "swi" and a["position"] == "rope":
+    if "llama" in families and a["position"] == "rope":
         for key, value in {"norm": "rms", "norm_final": "rms"}.items():
             if a[key] != value:
                 raise ConfigError(f"{key}={a[key]!r}: the LLaMA shape needs {value!r}; {EXPORTABLE}")

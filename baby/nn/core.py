@@ -95,8 +95,28 @@ def _children(name: str, value: Any) -> Iterator[tuple[str, Any]]:
 
 
 class Variant(Module):
-    """A module chosen by name in the config (a mixer or a network). The hooks it may implement are
-    declared here, so the config and the model call them without looking them up."""
+    """A module chosen by name in the config (a mixer or a network). Everything the package knows
+    about a variant is declared on its class: the hooks below (rules, memory, FLOPs, decoding state),
+    its settings (``register(..., settings=...)``), which inside view ``inspect`` draws and which
+    Hugging Face layer it is. A new variant overrides what applies; every default is safe."""
+
+    # Which view `inspect` draws from what forward notes (``Context.note``): "attention" (probs per
+    # head, optional head gate), "window" (rfa: window + memory slot), "prefix mean" (effective
+    # weights w_j / den_t), "induction", "conv"; "" draws none (a per-token layer mixes nothing).
+    inside_view: str = ""
+    # The Hugging Face model classes whose layer this variant is, for a native export ("gpt2", "llama").
+    hf_families: tuple[str, ...] = ()
+
+    @classmethod
+    def kv_heads(cls, cfg: "Config") -> int:
+        """Key/value heads of its cache and of an export (attention: n_heads; gqa: fewer)."""
+        return cfg.n_heads
+
+    @classmethod
+    def score_floats(cls, cfg: "Config", n_ctx: int) -> float:
+        """Floats per token one training step keeps beyond the generic estimate of ``baby.memory``
+        (16 * n_emb per part): quadratic attention keeps a row of scores per head."""
+        return 0.0
 
     @classmethod
     def check_config(cls, cfg: "Config") -> None:
@@ -135,7 +155,8 @@ class Network(Variant):
 
 # ----------------------------------------------------------------------------------------------
 # Registry: config names -> classes. Kinds: "mixer" (every sequence mixer: attention variants, conv,
-# induction), "network" (feed-forward variants), "norm".
+# induction), "network" (feed-forward variants), "norm". ``register`` fills it as each variant's
+# module is imported; ``baby.nn.variants`` imports them all and answers lookups over the whole list.
 
 BASES: dict[str, type] = {"mixer": Mixer, "network": Network}
 
@@ -165,35 +186,3 @@ def register(kind: str, name: str, aliases: tuple[str, ...] = (),
         cls.registry_name = name
         return cls
     return wrap
-
-
-def lookup(kind: str, name: str) -> Entry:
-    _load_all()
-    table = REGISTRY.get(kind, {})
-    if name not in table:
-        raise KeyError(f"unknown {kind} {name!r}: allowed {names(kind)}")
-    return table[name]
-
-
-def names(kind: str) -> list[str]:
-    """All names (aliases included) of a kind, sorted."""
-    _load_all()
-    return sorted(REGISTRY.get(kind, {}))
-
-
-def entries(kind: str) -> list[Entry]:
-    """Each registered class of a kind once (no aliases), by name: the order never depends on which
-    module happened to be imported first."""
-    _load_all()
-    return sorted({e.name: e for e in REGISTRY.get(kind, {}).values()}.values(), key=lambda e: e.name)
-
-
-_LOADED = False
-
-
-def _load_all() -> None:
-    global _LOADED
-    if not _LOADED:
-        from baby.nn import variants  # noqa: PLC0415 - the variants import this module
-        variants.load()
-        _LOADED = True

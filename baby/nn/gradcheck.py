@@ -14,6 +14,7 @@ from typing import Any, Callable
 import numpy
 
 from baby import backend
+from baby.nn import variants
 from baby.nn.core import Module
 
 
@@ -126,7 +127,6 @@ def central_difference(value: Any, d: Any, eps: float, loss_at: Callable[[], flo
 
 def resolve(name_or_class: str | type, kind: str | None = None) -> tuple[str, type]:
     """(kind, class) of a registered module name (a mixer, a network or a norm), or of a class."""
-    from baby.nn import core  # noqa: PLC0415
     from baby.nn.core import BASES  # noqa: PLC0415
     from baby.nn.settings import ConfigError  # noqa: PLC0415
 
@@ -135,9 +135,9 @@ def resolve(name_or_class: str | type, kind: str | None = None) -> tuple[str, ty
         return found, name_or_class
     kinds = [kind] if kind else ["mixer", "network", "norm"]
     for k in kinds:
-        if name_or_class in core.names(k):
-            return k, core.lookup(k, name_or_class).cls
-    allowed = sorted({n for k in ("mixer", "network", "norm") for n in core.names(k)})
+        if name_or_class in variants.names(k):
+            return k, variants.lookup(k, name_or_class).cls
+    allowed = sorted({n for k in ("mixer", "network", "norm") for n in variants.names(k)})
     raise ConfigError(f"gradcheck: unknown module {name_or_class!r}: allowed {', '.join(allowed)}")
 
 
@@ -145,9 +145,8 @@ def learner_config(**overrides: Any) -> SimpleNamespace:
     """The tiny config of the learner's check, made here because ``baby.config`` sits above ``baby.nn``:
     every registered variant's setting defaults, LEARNER_CONFIG, the overrides, and the two derived
     widths the modules read (head_width and hidden, as ``Config`` derives them)."""
-    from baby.nn import core  # noqa: PLC0415
 
-    values = {s.key: s.default for kind in ("mixer", "network") for e in core.entries(kind) for s in e.settings}
+    values = {s.key: s.default for kind in ("mixer", "network") for e in variants.entries(kind) for s in e.settings}
     values.update(LEARNER_CONFIG, **overrides)
     values.setdefault("head_width", values.pop("head_size", 0) or values["n_emb"])
     values.setdefault("hidden", max(1, int(round(values["r_hidden"] * values["n_emb"]))))
@@ -200,10 +199,9 @@ def check_by_name(name_or_class: str | type, kind: str | None = None, seed: int 
 
 def check_names(names: list[str] | None = None, log: Callable[[str], None] = print) -> bool:
     """Check each named module (default: every registered mixer, network and norm); True if all pass."""
-    from baby.nn import core  # noqa: PLC0415
 
     if not names:
-        names = [e.name for kind in ("mixer", "network", "norm") for e in core.entries(kind)]
+        names = [e.name for kind in ("mixer", "network", "norm") for e in variants.entries(kind)]
     for name in names:
         resolve(name)  # an unknown name is refused before anything runs
     ok = True

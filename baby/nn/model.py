@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy
 
 from baby import backend
-from baby.nn import core
+from baby.nn import core, variants
 from baby.nn.context import Context
 from baby.nn.core import Module
 from baby.nn.layers import Dropout, Embedding, Linear, matmul2d, normal
@@ -40,7 +40,7 @@ class Block(Module):
         names = [("mixer", m) for m in cfg.mixers]
         if cfg.c_network:
             names.append(("network", cfg.c_network))
-        self.parts = [Residual(build_norm(cfg), core.lookup(kind, name).cls(cfg, rng), cfg.r_dropout)
+        self.parts = [Residual(build_norm(cfg), variants.lookup(kind, name).cls(cfg, rng), cfg.r_dropout)
                       for kind, name in names]
 
     def forward(self, x: Any, ctx: Context) -> Any:
@@ -56,7 +56,7 @@ class Block(Module):
 
 
 def build_norm(cfg: Config, kind: str = "") -> Module:
-    return core.lookup("norm", kind or cfg.c_norm).cls(cfg.n_emb)
+    return variants.lookup("norm", kind or cfg.c_norm).cls(cfg.n_emb)
 
 
 class GPT(Module):
@@ -71,9 +71,9 @@ class GPT(Module):
         self.norm = build_norm(cfg, cfg.c_norm_final)
         self.head = None if cfg.c_tie else Linear(rng, cfg.n_emb, n_vocab, bias=False)
         self.h: Any = None
-        variants = {core.lookup("mixer", m).cls for m in cfg.mixers}
-        variants |= {core.lookup("network", cfg.c_network).cls} if cfg.c_network else set()
-        for cls in variants:
+        chosen = {variants.lookup("mixer", m).cls for m in cfg.mixers}
+        chosen |= {variants.lookup("network", cfg.c_network).cls} if cfg.c_network else set()
+        for cls in chosen:
             cls.prepare_model(self, cfg)
 
     # ---- forward / backward ----------------------------------------------------------------------

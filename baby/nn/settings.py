@@ -13,9 +13,22 @@ class ConfigError(ValueError):
     """A setting that is unknown, of the wrong type, or out of range."""
 
 
+# What a setting steers. The role decides where the settings table lists it, and "architecture" is
+# what a model file records (what rebuilding the model's computation needs without its run).
+ROLES = {
+    "architecture": "what the model computes (recorded in every model file)",
+    "optimisation": "how training updates the weights, and for how long",
+    "data": "how the text becomes training windows",
+    "runtime": "where and how a run executes, and what it writes on the way",
+    "sampling": "the completion written after training",
+}
+
+
 @dataclass(frozen=True)
 class Setting:
-    """A config key a registered class needs: type, default, allowed range and a one-line doc."""
+    """A config key: type, default, allowed range, a one-line doc, its role (see ROLES) and whether it
+    may change when a run is resumed (only what steers the rest of the schedule and the bookkeeping,
+    never the model or the data, so that the checkpoint stays valid)."""
 
     key: str
     type: type
@@ -24,6 +37,12 @@ class Setting:
     low: float | None = None
     high: float | None = None
     choices: tuple[Any, ...] | None = None
+    role: str = "architecture"
+    resume: bool = False
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise ValueError(f"setting {self.key!r}: role {self.role!r} is not one of {', '.join(ROLES)}")
 
 
 def require(ok: bool, message: str) -> None:

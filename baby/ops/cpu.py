@@ -64,7 +64,8 @@ def _gelu_backward_rows(x: Any, t: Any, dy: Any, d: Any) -> None:
     d *= 3 * act.GELU_A * act.GELU_C
     d += act.GELU_C
     d *= x
-    d *= 1.0 - t * t
+    sech2 = numpy.multiply(t, t)
+    d *= numpy.subtract(1.0, sech2, out=sech2)  # 1 - t^2, in one temporary
     d += t
     d += 1.0
     d *= 0.5
@@ -122,33 +123,43 @@ def _normalise(forward_rows: Any, x: Any) -> tuple[Any, tuple[Any, Any]]:
 
 @fast(norms.layer_norm)
 def layer_norm(x: Any, gain: Any, bias: Any, eps: float) -> tuple[Any, Any]:
-    def rows(x: Any, xhat_out: Any, rstd: Any, y: Any) -> None:
-        x = x.astype(rstd.dtype, copy=False)
-        xhat = x - x.mean(axis=-1, keepdims=True)
-        var = numpy.einsum("...i,...i->...", xhat, xhat)[..., None]  # no squared temporary
+    def rows(x: Any, xhat: Any, rstd: Any, y: Any) -> None:
+        # fp16: centred in fp32 (a temporary), stored rounded; fp32/fp64: centred straight into xhat
+        centred = x - x.mean(axis=-1, keepdims=True, dtype=rstd.dtype) if x.dtype != rstd.dtype else \
+            numpy.subtract(x, x.mean(axis=-1, keepdims=True), out=xhat)
+        var = numpy.einsum("...i,...i->...", centred, centred)[..., None]  # no squared temporary
         var *= 1.0 / x.shape[-1]
         var += eps
         numpy.sqrt(var, out=rstd)
         numpy.divide(1.0, rstd, out=rstd)
-        xhat *= rstd
-        xhat_out[...] = xhat
-        numpy.multiply(xhat_out, gain, out=y)
+        if centred is xhat:
+            xhat *= rstd
+        else:
+            centred *= rstd
+            xhat[...] = centred
+        numpy.multiply(xhat, gain, out=y)
         y += bias
     return _normalise(rows, x)
 
 
 @fast(norms.layer_norm_backward)
 def layer_norm_backward(dy: Any, xhat: Any, rstd: Any, gain: Any) -> tuple[Any, Any, Any]:
-    def rows(dy: Any, xhat: Any, rstd: Any, dx_out: Any) -> tuple[Any, Any]:
-        lead, acc = tuple(range(dy.ndim - 1)), backend.accumulator(dy.dtype)
-        dgain, dbias = (dy * xhat).sum(axis=lead, dtype=acc), dy.sum(axis=lead, dtype=acc)
-        g = dy * gain
+    def rows(dy: Any, xhat: Any, rstd: Any, dx: Any) -> tuple[Any, Any]:
+        lead, acc = tuple(range(dy.ndim - 1)), rstd.dtype
+        scratch = dy * xhat
+        dgain, dbias = scratch.sum(axis=lead, dtype=acc), dy.sum(axis=lead, dtype=acc)
+        g = numpy.multiply(dy, gain, out=dx) if dx.dtype == acc else dy * gain  # g, then dx, in dx's buffer
         proj = numpy.einsum("...i,...i->...", g, xhat, dtype=acc)[..., None]
         proj *= 1.0 / dy.shape[-1]
-        dx = g - g.mean(axis=-1, keepdims=True, dtype=acc)
-        dx -= xhat * proj
-        dx *= rstd
-        dx_out[...] = dx
+        if g is dx:
+            dx -= g.mean(axis=-1, keepdims=True)
+            dx -= numpy.multiply(xhat, proj, out=scratch)
+            dx *= rstd
+        else:  # fp16: in fp32, rounded once at the end
+            d = g - g.mean(axis=-1, keepdims=True, dtype=acc)
+            d -= xhat * proj
+            d *= rstd
+            dx[...] = d
         return dgain, dbias
 
     dx = numpy.empty(dy.shape, dtype=dy.dtype)
@@ -320,7 +331,28 @@ def rope(x: Any, cos: Any, sin: Any, inverse: bool = False) -> Any:
 @fast(optim.adamw)
 def adamw(g: Any, decay_mask: Any, w: Any, m: Any, v: Any, lr: Any, b1: Any, b2: Any, eps: float, decay: float,
           c1: Any, c2: Any) -> None:
+    scalars = all(isinstance(a, (float, int)) for a in (lr, b1, b2, c1, c2))
+
     def rows(g: Any, mask: Any, w: Any, m: Any, v: Any) -> None:
+        if not scalars:  # mixed precision: 0-d float64 factors, whose products stay float64 until the update
+            _adamw_wide(g, mask, w, m, v)
+            return
+        s1, s2 = numpy.empty_like(w), numpy.empty_like(w)  # two cache-sized temporaries for every step
+        m *= b1
+        m += numpy.multiply(g, 1 - b1, out=s1)
+        v *= b2
+        numpy.multiply(g, g, out=s1)
+        v += numpy.multiply(s1, 1 - b2, out=s1)
+        if decay:
+            numpy.multiply(mask, lr * decay, out=s1)
+            w -= numpy.multiply(s1, w, out=s1)
+        numpy.divide(v, c2, out=s2)
+        numpy.sqrt(s2, out=s2)
+        s2 += eps
+        numpy.multiply(m, lr / c1, out=s1)
+        w -= numpy.divide(s1, s2, out=s1)
+
+    def _adamw_wide(g: Any, mask: Any, w: Any, m: Any, v: Any) -> None:
         m *= b1
         m += (1 - b1) * g
         v *= b2
@@ -330,6 +362,7 @@ def adamw(g: Any, decay_mask: Any, w: Any, m: Any, v: Any, lr: Any, b1: Any, b2:
         denom = numpy.sqrt(v / c2)
         denom += eps
         w -= ((lr / c1) * m / denom).astype(w.dtype)
+
     backend.blockwise(rows, g, decay_mask, w, m, v)
 
 

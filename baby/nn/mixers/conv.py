@@ -52,6 +52,8 @@ def conv_groups(cfg: Any) -> int:
             "from the token (an ablation of the dynamic conv)"),
 ))
 class DynamicConv(Mixer):
+    inside_view = "conv"
+
     @classmethod
     def check_config(cls, cfg: Any) -> None:
         conv_groups(cfg)

@@ -29,5 +29,8 @@ class GroupedQueryAttention(HeadAttention):
                 f"n_kv_heads={n} must divide n_heads={cfg.n_heads} "
                 f"(allowed: {[k for k in range(1, cfg.n_heads + 1) if cfg.n_heads % k == 0]})")
 
-    def kv_heads(self, cfg: Any) -> int:
+    hf_families = ("llama",)
+
+    @classmethod
+    def kv_heads(cls, cfg: Any) -> int:
         return cfg.n_kv_heads or default_kv_heads(cfg.n_heads)

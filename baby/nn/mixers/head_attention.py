@@ -27,6 +27,12 @@ class HeadAttention(Mixer):
     ``attend_heads_backward`` (rfa: which keys each query sees)."""
 
     uses_rope = True
+    inside_view = "attention"
+    hf_families = ("gpt2", "llama")
+
+    @classmethod
+    def score_floats(cls, cfg: Any, n_ctx: int) -> float:
+        return cfg.n_heads * n_ctx  # the (B, H, T, T) probabilities backward needs
 
     @classmethod
     def check_config(cls, cfg: Any) -> None:
@@ -48,9 +54,6 @@ class HeadAttention(Mixer):
                            std=residual_std(cfg))
         self.cache: Any = None
         self.attn_cache: Any = None
-
-    def kv_heads(self, cfg: Any) -> int:
-        return cfg.n_heads
 
     # hooks: how head outputs (B, H, T, D) are combined before the output projection
     def mix_heads(self, x: Any, y: Any, ctx: Context) -> Any:

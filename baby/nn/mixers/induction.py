@@ -39,6 +39,8 @@ INDEX_KEY = "induction_index"  # ctx.once key and the decoding state shared by a
             "(false, an ablation: a position without an earlier occurrence outputs 0)"),
 ))
 class Induction(Mixer):
+    inside_view = "induction"
+
     @classmethod
     def check_config(cls, cfg: Any) -> None:
         require(cfg.n_emb % cfg.n_induction_heads == 0,

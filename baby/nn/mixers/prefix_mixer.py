@@ -20,6 +20,8 @@ class PrefixMeanMixer(Mixer):
     O(T) in training (prefix sums), a fixed-size state while decoding. Padding tokens (ctx.valid) get
     a zero key and a zero weight, so they change nothing, and output 0."""
 
+    inside_view = "prefix mean"
+
     eps: float = 0.0  # weight of an always-present zero value in the mean (see gla)
 
     def __init__(self, cfg: Any, rng: numpy.random.Generator) -> None:

@@ -62,6 +62,13 @@ def fold_windows(dx: Any, block: int, n_blocks: int) -> Any:
             "in a recurrent memory slot (0: n_ctx // 4, at least 1)", 0, 1 << 20),
 ))
 class FocusedAttention(HeadAttention):
+    inside_view = "window"
+    hf_families = ()
+
+    @classmethod
+    def score_floats(cls, cfg: Any, n_ctx: int) -> float:
+        return cfg.n_heads * (min(cfg.s_window or max(1, n_ctx // 4), n_ctx) + 1)  # its window and memory slot
+
     def __init__(self, cfg: Any, rng: numpy.random.Generator) -> None:
         super().__init__(cfg, rng)
         self.window = cfg.s_window or max(1, cfg.n_ctx // 4)

@@ -68,7 +68,7 @@ class LowRankLinear(Module):
     Setting("r_lora_alpha", float, 16.0, "lor: the update is scaled by r_lora_alpha / n_rank (LoRA's alpha)",
             1e-3, 1e4),
     Setting("c_freeze_base", bool, False, "lor: only the low-rank A/B matrices train; every other "
-            "parameter (bases, embeddings, norms, mixers) is frozen (for finetuning)"),
+            "parameter (bases, embeddings, norms, mixers) is frozen (for finetuning)", role="optimisation"),
 ))
 class LowRankMLP(MLP):
     """mlp (expand, GELU, project back) with both projections low-rank adapted."""

@@ -12,6 +12,8 @@ from baby.nn.layers import Linear, gelu, gelu_backward, residual_std
 
 @register("network", "mlp")
 class MLP(Network):
+    hf_families = ("gpt2",)
+
     def __init__(self, cfg: Any, rng: numpy.random.Generator) -> None:
         self.up = self.projection(cfg, rng, cfg.n_emb, cfg.hidden, 0.02)
         self.down = self.projection(cfg, rng, cfg.hidden, cfg.n_emb, residual_std(cfg))

@@ -34,7 +34,8 @@ from baby.nn.settings import Setting, require
 @register("network", "moe", settings=(
     Setting("n_experts", int, 4, "moe: number of experts E", 1, 1024),
     Setting("n_top", int, 2, "moe: experts per token k (k = n_experts: the dense mixture)", 1, 1024),
-    Setting("r_balance", float, 0.01, "moe: weight of the load-balancing loss (0: off)", 0.0, 10.0),
+    Setting("r_balance", float, 0.01, "moe: weight of the load-balancing loss (0: off)", 0.0, 10.0,
+            role="optimisation"),
 ))
 class MixtureOfExperts(Network):
     @classmethod

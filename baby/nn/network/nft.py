@@ -28,6 +28,8 @@ from baby.nn.mixers.kit import prefix_mean, prefix_mean_backward
 
 @register("network", "nft")
 class NetworkFree(Network):
+    inside_view = "prefix mean"  # a prefix mean over positions, gated per token
+
     def __init__(self, cfg: Any, rng: numpy.random.Generator) -> None:
         self.width = cfg.n_emb
         self.qkv = Linear(rng, cfg.n_emb, 3 * cfg.n_emb, bias=cfg.c_bias)

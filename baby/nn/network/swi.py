@@ -17,6 +17,8 @@ from baby.nn.network.common import glu, glu_backward
 
 @register("network", "swi")
 class SwiGLU(Network):
+    hf_families = ("llama",)
+
     def __init__(self, cfg: Any, rng: numpy.random.Generator) -> None:
         self.up_gate = Linear(rng, cfg.n_emb, 2 * cfg.hidden, bias=cfg.c_bias)  # [up | gate]
         self.down = Linear(rng, cfg.hidden, cfg.n_emb, bias=cfg.c_bias, std=residual_std(cfg))

@@ -1,10 +1,9 @@
-"""The shape of ``baby.nn`` (issue 12, items 8-10): it imports nothing above it; every variant derives
-from a declared base whose hooks the config calls at validation time; each variant's cross-setting
-rules are refused as one ConfigError; ``c_freeze_base`` has one meaning whichever path builds the
-model; ``r_temp`` does what the settings table says; nft's padded gradient is finite."""
+"""The rules variants declare: every variant derives from a declared base whose hooks the config
+calls at validation time; each variant's cross-setting rules are refused as one ConfigError;
+``c_freeze_base`` has one meaning whichever path builds the model; ``r_temp`` does what the settings
+table says; nft's padded gradient is finite."""
 from __future__ import annotations
 
-import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -14,55 +13,11 @@ import pytest
 
 from baby import backend
 from baby.config import Config, ConfigError
-from baby.nn import core
+from baby.nn import core, variants
 from baby.nn.context import Context
 from baby.nn.model import GPT
 from baby.nn.network.lor import freeze_base
 from tests.conftest import ROOT, TINY
-
-NN = ROOT / "baby" / "nn"
-
-
-# ---- layering --------------------------------------------------------------------------------------
-
-
-def runtime_imports(tree: ast.AST) -> list[str]:
-    """Modules imported by a file, skipping ``if TYPE_CHECKING:`` blocks (hints only)."""
-    found: list[str] = []
-
-    def visit(node: ast.AST) -> None:
-        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
-            for child in node.orelse:
-                visit(child)
-            return
-        if isinstance(node, ast.Import):
-            found.extend(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            assert node.level == 0, "relative import"
-            found.extend(f"{node.module}.{alias.name}" for alias in node.names)
-        for child in ast.iter_child_nodes(node):
-            visit(child)
-
-    visit(tree)
-    return found
-
-
-def test_nn_imports_nothing_above_it() -> None:
-    files = sorted(NN.rglob("*.py"))
-    assert len(files) > 20
-    for path in files:
-        for name in runtime_imports(ast.parse(path.read_text(encoding="utf-8"))):
-            if name == "baby" or name.startswith("baby."):
-                assert name.startswith(("baby.nn.", "baby.backend")), f"{path.relative_to(ROOT)} imports {name}"
-            for above in ("baby.config", "baby.plans", "baby.train", "baby.runs"):
-                assert not name.startswith(above), f"{path.relative_to(ROOT)} imports {name}"
-
-
-def test_the_layering_scan_sees_a_forbidden_import() -> None:
-    tree = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from baby.config import Config\n"
-                     "def f():\n    from baby.config import ConfigError\n")
-    assert runtime_imports(tree) == ["typing.TYPE_CHECKING", "baby.config.ConfigError"]
-
 
 def test_config_re_exports_the_settings_machinery() -> None:
     from baby.nn import settings
@@ -76,7 +31,7 @@ def test_config_re_exports_the_settings_machinery() -> None:
 
 def test_every_variant_derives_from_its_declared_base() -> None:
     for kind, base in (("mixer", core.Mixer), ("network", core.Network)):
-        entries = core.entries(kind)
+        entries = variants.entries(kind)
         assert entries
         for entry in entries:
             assert issubclass(entry.cls, base), entry.name
@@ -151,7 +106,7 @@ B, T = 2, 10
 
 def mixer(name: str, **extra: object):
     cfg = Config({**TINY, "c_attention": name, **extra})
-    module = core.lookup("mixer", name).cls(cfg, numpy.random.default_rng(0))
+    module = variants.lookup("mixer", name).cls(cfg, numpy.random.default_rng(0))
     rng = numpy.random.default_rng(5)
     for p in module.parameters():  # off the init, so scores and gates are far from uniform
         p.data[...] = backend.asarray(rng.normal(0.0, 0.5, p.shape), p.data.dtype)
@@ -211,8 +166,8 @@ def test_r_temp_divides_the_head_gate_logits_too(device64: str, name: str) -> No
 
 def test_r_temp_divides_the_moe_router_logits(device64: str) -> None:
     cfg = Config({**TINY, "c_network": "moe"})
-    hot = core.lookup("network", "moe").cls(cfg.replace(r_temp=2.0), numpy.random.default_rng(0))
-    cold = core.lookup("network", "moe").cls(cfg, numpy.random.default_rng(0))
+    hot = variants.lookup("network", "moe").cls(cfg.replace(r_temp=2.0), numpy.random.default_rng(0))
+    cold = variants.lookup("network", "moe").cls(cfg, numpy.random.default_rng(0))
     rng = numpy.random.default_rng(5)
     for p, q in zip(hot.parameters(), cold.parameters()):
         p.data[...] = q.data[...] = backend.asarray(rng.normal(0.0, 0.5, p.shape), p.data.dtype)
@@ -228,7 +183,7 @@ def test_r_temp_divides_the_moe_router_logits(device64: str) -> None:
 
 def test_nft_padded_gradient_with_moved_weights_is_finite_and_right(device64: str) -> None:
     cfg = Config({**TINY, "c_network": "nft"})
-    module = core.lookup("network", "nft").cls(cfg, numpy.random.default_rng(0))
+    module = variants.lookup("network", "nft").cls(cfg, numpy.random.default_rng(0))
     rng = numpy.random.default_rng(2)
     for p in module.parameters():
         p.data[...] = backend.asarray(rng.normal(0.0, 0.5, p.shape), p.data.dtype)

@@ -3,13 +3,13 @@ into a model), with its finetuned run and learning-curve checkpoints beneath it.
 makes its run's line say so; it never stops the listing."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from baby.jsonio import FileFault
-from baby.runs import RunStore
-
-FINETUNED = "_finetuned"
+from baby.progress import Log, say
+from baby.runs import FINETUNED, RunStore, state_of
 
 
 def _read(store: RunStore, kind: str, guid: str, suffix: str = "") -> dict[str, Any] | None:
@@ -41,8 +41,6 @@ def _diverged(runtime: dict[str, Any], steps: Any) -> bool:
 
 
 def run_row(store: RunStore, guid: str, suffix: str = "") -> dict[str, Any]:
-    from baby.plans import state_of  # noqa: PLC0415 - plans builds on this package's lower layers
-
     record = _read(store, "config", guid, suffix)
     if record is None or not isinstance(record.get("settings"), dict):
         return {"guid": guid + suffix, "state": f"damaged ({store.path('config', guid, suffix).name} unreadable)"}
@@ -99,3 +97,10 @@ def format_runs(rows: list[dict[str, Any]], root: str | Path) -> str:
         if row.get("checkpoints"):
             lines.append(f"  checkpoints {', '.join(row['checkpoints'])}")
     return "\n".join(lines)
+
+
+def runs_plan(root: str | Path = ".", as_json: bool = False, log: Log = say) -> list[dict[str, Any]]:
+    """One line per run under ``root`` (finetuned runs and checkpoints beneath), or JSON."""
+    rows = runs(root)
+    log(json.dumps(rows, indent=1) if as_json else format_runs(rows, root))
+    return rows

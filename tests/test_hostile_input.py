@@ -24,8 +24,7 @@ from baby.config import Config, ConfigError, all_settings
 from baby.jsonio import read_json, write_json
 from baby.runs import RunError, RunStore
 from baby.train import Diverged, Interrupted
-from tests.conftest import ROOT
-from tests.test_plans import TINY_RUN, corpus, digest, quiet, weights  # noqa: F401 - corpus is a fixture
+from tests.conftest import ROOT, TINY_RUN, digest, quiet, weights
 
 
 def run_main(*argv: str) -> tuple[int, str, str]:

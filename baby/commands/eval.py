@@ -1,4 +1,4 @@
-"""The eval plan: load a run, run one evaluation task, keep the result in outputs/eval_<guid>.json.
+"""eval: load a run, run one evaluation task, keep the result in outputs/eval_<guid>.json.
 
 One eval file per GUID holds every evaluation of that run under ``results``, keyed by what makes
 two evaluations different - task, data set, checkpoint, finetuned, limit - e.g.
@@ -11,14 +11,13 @@ import datetime as _dt
 from pathlib import Path
 from typing import Any, Callable
 
-from baby import backend
+from baby import backend, device
 from baby.config import ConfigError
 from baby.corpus import read_documents
 from baby.evaluate.blimp import evaluate_blimp, format_blimp, load_blimp
 from baby.evaluate.perplexity import evaluate_perplexity, format_perplexity
 from baby.evaluate.zorro import load_zorro
-from baby.plans import FINETUNED, Run
-from baby.runs import RunError, RunStore
+from baby.runs import FINETUNED, Run, RunError, RunStore
 
 TASKS = ("blimp", "zorro", "perplexity")
 PAIR_TASKS = {"blimp": (load_blimp, "BLiMP *.jsonl"), "zorro": (load_zorro, "Zorro *.txt")}
@@ -71,10 +70,7 @@ def evaluate(guid: str, task: str, data: str | None = None, inputs: list[str] | 
     if stride > run.cfg.n_ctx:
         raise ConfigError(f"--stride={stride}: must be at most the run's n_ctx={run.cfg.n_ctx}")
 
-    cfg = run.cfg
-    if cfg.c_device == "gpu" and not backend.gpu_available():
-        log("notice: the run was trained on a GPU; none is usable here, so it is evaluated on the CPU in fp32")
-        cfg = cfg.replace(c_device="cpu", d_type="fp32")
+    cfg = device.select(run.cfg, log=log, fallback=True)
     model = run.model(checkpoint, cfg=cfg)
     head = {"task": task, "guid": guid, "checkpoint": checkpoint or None, "finetuned": finetuned,
             "n_params": model.n_params(), "tokenizer": run.tokenizer.kind, "n_vocab": run.tokenizer.n_vocab,

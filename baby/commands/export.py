@@ -12,12 +12,12 @@ from typing import Any, Callable
 
 import numpy
 
-from baby import backend
+from baby import backend, device
 from baby.hf import safetensors_numpy
 from baby.hf.layout import hf_config, to_hf_tensors
 from baby.hf.tokenizer import special_tokens_map, to_hf, tokenizer_config
 from baby.jsonio import FileFault, probe_writable, temp_path_for, write_json
-from baby.runs import RunError, RunStore
+from baby.runs import FINETUNED, Run, RunError, RunStore, state_of
 from baby.tokenizers import BOS, EOS, PAD, UNK
 
 FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
@@ -46,8 +46,6 @@ def write_safetensors(path: Path, tensors: dict[str, numpy.ndarray], metadata: d
 
 def export(guid: str, out: str | Path, root: str | Path = ".", checkpoint: str = "", finetuned: bool = False,
            log: Callable[[str], None] = print) -> Path:
-    from baby.plans import FINETUNED, Run, state_of  # noqa: PLC0415 - plans imports the CLI's world
-
     store, out = RunStore(root), Path(out)
     suffix = FINETUNED if finetuned else ""
     run = Run(store, guid, suffix)
@@ -57,7 +55,7 @@ def export(guid: str, out: str | Path, root: str | Path = ".", checkpoint: str =
                        "learning-curve checkpoint with --checkpoint")
     if out.exists() and not out.is_dir():
         raise FileFault(f"{out}: exists and is not a directory")
-    cfg = run.cfg.replace(c_device="cpu") if run.cfg.c_device == "gpu" and not backend.gpu_available() else run.cfg
+    cfg = device.select(run.cfg, fallback=True)
     config = hf_config(cfg, run.tokenizer.n_vocab)  # refuses a shape HF has no class for, before loading weights
     tokenizer = to_hf(run.tokenizer)
     safetensors_numpy()

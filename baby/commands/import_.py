@@ -10,13 +10,14 @@ from typing import Any, Callable
 
 import numpy
 
-from baby import backend
+from baby import backend, device
 from baby.config import Config, ConfigError
-from baby.formats import architecture, encode_tensor
+from baby.formats import architecture, encode_tensor, load_weights, model_to_dict
 from baby.hf import safetensors_numpy
 from baby.hf.layout import from_hf_tensors, settings_from_hf
 from baby.hf.tokenizer import from_hf
 from baby.jsonio import FileFault, read_json
+from baby.nn.model import GPT
 from baby.runs import RunStore, new_guid
 from baby.tokenizers import tokenizer_digest
 
@@ -54,11 +55,7 @@ def import_run(source: str | Path, root: str | Path = ".", log: Callable[[str], 
     if vocab != tokenizer.n_vocab:
         raise ConfigError(f"{folder / 'config.json'}: vocab_size={vocab!r}, but tokenizer.json has {tokenizer.n_vocab} ids")
     cfg = settings_for(data, tokenizer.n_vocab, tokenizer.kind)
-    cfg = cfg.replace(c_device="cpu") if cfg.c_device == "gpu" and not backend.gpu_available() else cfg
-    from baby.nn.model import GPT  # noqa: PLC0415
-    from baby.plans import model_to_dict, load_weights, select_backend  # noqa: PLC0415
-
-    select_backend(cfg)
+    cfg = device.select(cfg, fallback=True)
     model = GPT(cfg, tokenizer.n_vocab)
     where = str(folder / "model.safetensors")
     ours = from_hf_tensors(cfg, read_safetensors(folder / "model.safetensors"), where)
