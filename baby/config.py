@@ -47,8 +47,11 @@ BASE: tuple[Setting, ...] = (
        "scaling; on the CPU its products run as fp32 GEMMs)", choices=("fp16", "fp32", "fp64"), role="architecture"),
     _s("c_tokenizer", str, "char", "tokenizer: char, word, or bpe (byte-level BPE)", choices=("char", "word", "bpe"), role="data"),
     _s("n_vocab", int, 0, "BPE vocabulary size (char/word: 0, the vocabulary is what the text has)", 0, 1 << 20, role="data"),
-    _s("c_sequence", str, "pre", "pre: windows cut once from offset 0; post: a new random offset every epoch",
-       choices=("pre", "post"), role="data"),
+    _s("c_window_offset", str, "zero", "where training windows start: zero: cut once from token 0; random: from a "
+       "new random offset in [0, n_ctx) every epoch", choices=("zero", "random"), role="data"),
+    _s("c_sequence", str, "pre", "where the norms sit in a block (the original's meaning): pre: x + f(norm(x)); "
+       "post: norm(x + f(x)); the final norm before the head stays in both", choices=("pre", "post"),
+       role="architecture"),
     _s("c_attention", str, "mha", "sequence mixers of a block, joined by '+' (e.g. conv+induction)", role="architecture"),
     _s("c_network", str, "mlp", "feed-forward variant (empty: none)", role="architecture"),
     _s("c_norm", str, "layer", "normalisation: layer (LayerNorm) or rms (RMSNorm)", choices=("layer", "rms"), role="architecture"),
@@ -227,10 +230,28 @@ def from_legacy(data: dict[str, Any]) -> tuple[dict[str, Any], str]:
     return out, f"settings of the original project: {notice}" if notice else ""
 
 
+# Keys every full settings dict this project wrote (a run's config file, ``info --json``) holds. Such a
+# dict without c_window_offset was written while c_sequence still meant where windows start.
+FULL_DUMP = frozenset({"c_device_cpu_cores", "r_learn_min", "n_log_every", "n_top_k", "r_top_p", "c_sequence"})
+
+
+def migrate_sequence(values: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """Settings written in full before ``c_sequence`` took the original's meaning (where the norms sit)
+    read as they were trained: their c_sequence becomes c_window_offset and their blocks stay pre-norm.
+    Returns the settings and a notice ("" when nothing changed)."""
+    if "c_window_offset" in values or not FULL_DUMP <= values.keys() or values["c_sequence"] not in ("pre", "post"):
+        return values, ""
+    offset = "random" if values["c_sequence"] == "post" else "zero"
+    migrated = {**values, "c_sequence": "pre", "c_window_offset": offset}
+    return migrated, (f"c_sequence={values['c_sequence']!r} was written when it meant where training windows start: "
+                      f"read as c_window_offset={offset!r} with pre-norm blocks (c_sequence now places the norms)")
+
+
 class Config:
     """Validated settings with attribute access: ``cfg.n_emb``. Immutable after construction."""
 
     def __init__(self, values: dict[str, Any] | None = None, source: str = "config") -> None:
+        values, migration = migrate_sequence(dict(values or {}))
         settings = all_settings()
         merged = {key: s.default for key, s in settings.items()}
         for key, value in (values or {}).items():
@@ -247,6 +268,7 @@ class Config:
         object.__setattr__(self, "_values", merged)
         object.__setattr__(self, "given", frozenset(values or {}))  # keys set explicitly, for notices
         object.__setattr__(self, "legacy_notice", "")  # set by load() for a file of the original project
+        object.__setattr__(self, "migration_notice", migration)
         try:
             self._check_relations()
         except ConfigError as err:
@@ -282,7 +304,11 @@ class Config:
 
     def notices(self) -> list[str]:
         """Settings given explicitly that the chosen tokenizer or variants ignore: said, never silent."""
-        v, out = self._values, [self.legacy_notice] if self.legacy_notice else []
+        v = self._values
+        out = [n for n in (self.legacy_notice, self.migration_notice) if n]
+        if "c_sequence" in self.given and v["c_sequence"] == "post" and not self.migration_notice:
+            out.append("c_sequence='post': post-norm blocks, norm(x + f(x)) (the original's meaning); random "
+                       "window offsets, which it meant here before, are c_window_offset='random'")
         if "n_vocab" in self.given and v["c_tokenizer"] != "bpe" and v["n_vocab"]:
             out.append(f"n_vocab={v['n_vocab']} is ignored by c_tokenizer={v['c_tokenizer']!r} "
                        "(its vocabulary is what the text has)")

@@ -5,9 +5,9 @@ and nothing of the validation text leaks into training. A window holds ``n_ctx +
 and the targets shifted by one); consecutive windows share one boundary token and otherwise do not
 overlap, so one epoch is one pass over the text (not one sample per stride-1 position).
 
-``c_sequence``:
-  * ``pre``  - windows are cut once, starting at token 0; the tail shorter than a window is unused.
-  * ``post`` - each epoch cuts windows from a fresh random offset in [0, n_ctx), so across epochs
+``c_window_offset``:
+  * ``zero``   - windows are cut once, starting at token 0; the tail shorter than a window is unused.
+  * ``random`` - each epoch cuts windows from a fresh random offset in [0, n_ctx), so across epochs
     every position gets to be at every place of a window (and the tail is not always the one lost).
 ``c_shuffle`` shuffles the order of the windows in each epoch, never the tokens inside a window.
 The order of epoch e depends only on (seed, e), so a resumed run sees exactly the same batches.
@@ -53,7 +53,7 @@ class Batches:
     batch_size: int
     seed: int
     shuffle: bool = True
-    sequence: str = "pre"
+    offset: str = "zero"  # c_window_offset: zero or random
     rank: int = 0  # data parallelism: this rank gathers only its rows of every (global) batch
     ranks: int = 1
     _epoch_starts: tuple[int, numpy.ndarray] | None = field(default=None, init=False, repr=False)
@@ -63,7 +63,7 @@ class Batches:
         if self._epoch_starts is not None and self._epoch_starts[0] == epoch:
             return self._epoch_starts[1]
         rng = numpy.random.default_rng([self.seed, 2, epoch])
-        offset = int(rng.integers(0, self.n_ctx)) if self.sequence == "post" else 0
+        offset = int(rng.integers(0, self.n_ctx)) if self.offset == "random" else 0
         starts = window_starts(len(self.tokens), self.n_ctx, offset)
         if len(starts) == 0:  # a random offset may leave no room; offset 0 always fits one window
             starts = window_starts(len(self.tokens), self.n_ctx, 0)
@@ -73,8 +73,8 @@ class Batches:
 
     def per_epoch(self) -> int:
         """Batches per epoch (the partial last batch is dropped: memory per step stays constant). For
-        ``post`` it is the count at the largest offset, so every epoch has the same number of steps."""
-        worst_offset = self.n_ctx - 1 if self.sequence == "post" else 0
+        ``random`` offsets it is the count at the largest, so every epoch has the same number of steps."""
+        worst_offset = self.n_ctx - 1 if self.offset == "random" else 0
         n_windows = len(window_starts(len(self.tokens), self.n_ctx, worst_offset)) or 1
         return max(1, n_windows // self.batch_size)
 

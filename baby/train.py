@@ -135,7 +135,7 @@ class Trainer:
         self.cfg, self.model, self.log, self.checkpoint = cfg, model, log, checkpoint
         self.val_tokens = val_tokens
         self.comm = comm or Communicator()  # data parallelism: this rank trains its shard of each batch
-        self.batches = Batches(train_tokens, cfg.n_ctx, cfg.batch_size, cfg.seed, cfg.c_shuffle, cfg.c_sequence,
+        self.batches = Batches(train_tokens, cfg.n_ctx, cfg.batch_size, cfg.seed, cfg.c_shuffle, cfg.c_window_offset,
                                self.comm.rank, self.comm.size)
         plan = schedule(cfg, self.batches)
         self.per_epoch, self.total_steps, self.warmup = plan.per_epoch, plan.total_steps, plan.warmup

@@ -45,10 +45,10 @@ def test_shuffle_reorders_windows_never_tokens_and_is_reproducible() -> None:
 
 def test_post_sequence_moves_the_window_offset_each_epoch() -> None:
     tokens = numpy.arange(5000)
-    b = Batches(tokens, n_ctx=16, batch_size=2, seed=0, shuffle=False, sequence="post")
+    b = Batches(tokens, n_ctx=16, batch_size=2, seed=0, shuffle=False, offset="random")
     offsets = {int(backend.to_host(b.batch(e * b.per_epoch())[0])[0, 0]) % 16 for e in range(8)}
     assert len(offsets) > 1
-    pre = Batches(tokens, n_ctx=16, batch_size=2, seed=0, shuffle=False, sequence="pre")
+    pre = Batches(tokens, n_ctx=16, batch_size=2, seed=0, shuffle=False, offset="zero")
     assert {int(backend.to_host(pre.batch(e * pre.per_epoch())[0])[0, 0]) for e in range(4)} == {0}
 
 

@@ -91,10 +91,10 @@ def assert_same(a: list[numpy.ndarray], b: list[numpy.ndarray], tol: float) -> N
 
 def test_shards_of_a_batch_are_the_batch() -> None:
     tokens = numpy.arange(2000) % 97
-    whole = Batches(tokens, 8, 6, seed=1, sequence="post")
+    whole = Batches(tokens, 8, 6, seed=1, offset="random")
     for step in (0, 5, 40):
         x, y = whole.batch(step)
-        parts = [Batches(tokens, 8, 6, 1, True, "post", rank, 3).batch(step) for rank in range(3)]
+        parts = [Batches(tokens, 8, 6, 1, True, "random", rank, 3).batch(step) for rank in range(3)]
         assert numpy.array_equal(numpy.concatenate([p[0] for p in parts]), x)
         assert numpy.array_equal(numpy.concatenate([p[1] for p in parts]), y)
         assert parts[0][0].shape == (2, 8)

@@ -106,7 +106,9 @@ def test_norm_gradients(device64: str, name: str) -> None:
     {},
     {"c_tie": False, "c_norm": "rms", "c_position": "rope", "c_bias": False},
     {"r_dropout": 0.3},
-], ids=["gpt", "untied-rms-rope", "dropout"])
+    {"c_sequence": "post"},
+    {"c_sequence": "post", "c_attention": "conv+induction", "c_network": "swi", "c_norm": "rms", "r_dropout": 0.2},
+], ids=["gpt", "untied-rms-rope", "dropout", "post-norm", "post-norm-conv-induction-swi"])
 def test_whole_model_loss_gradients(device64: str, extra: dict) -> None:
     cfg = Config({**TINY, **extra})
     model = GPT(cfg, n_vocab=11)
@@ -269,3 +271,8 @@ def test_whole_model_gradients_left_padded_per_mixer(device64: str, name: str) -
 @pytest.mark.parametrize("name", network_names())
 def test_whole_model_gradients_left_padded_per_network(device64: str, name: str) -> None:
     whole_model_check_padded(tiny_config(c_network=name, c_position="learned", n_layers=1, r_balance=0.5))
+
+
+@pytest.mark.parametrize("name", ["mha", "conv+induction"])
+def test_whole_model_gradients_left_padded_post_norm(device64: str, name: str) -> None:
+    whole_model_check_padded(tiny_config(c_attention=name, c_sequence="post", n_layers=2))

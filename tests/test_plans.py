@@ -64,6 +64,23 @@ def test_resume_ends_where_an_uninterrupted_run_would(tmp_path: Path, corpus: Pa
     assert a["curves"]["val_loss"] == b["curves"]["val_loss"]
 
 
+def test_a_run_written_when_c_sequence_meant_window_offsets_resumes_as_it_was_trained(tmp_path: Path,
+                                                                                      corpus: Path) -> None:
+    settings = {**TINY_RUN, "c_window_offset": "random"}
+    whole = plans.train(settings, [str(corpus)], root=tmp_path / "a", log=quiet)
+    with pytest.raises(Interrupted):
+        plans.train(settings, [str(corpus)], root=tmp_path / "b", log=quiet, stop_at=8)
+    store = RunStore(tmp_path / "b")
+    (guid,) = store.guids()
+    record = store.read("config", guid)  # as the version before the change wrote it
+    old = {k: v for k, v in record["settings"].items() if k != "c_window_offset"}
+    store.write("config", guid, {**record, "settings": {**old, "c_sequence": "post"}})
+    lines: list[str] = []
+    plans.resume(guid, root=tmp_path / "b", log=lines.append)
+    assert any("read as c_window_offset='random' with pre-norm blocks" in line for line in lines)
+    assert weights(tmp_path / "b", guid) == weights(tmp_path / "a", whole)
+
+
 def test_finetune_grows_the_vocabulary_and_writes_finetuned_files(tmp_path: Path, corpus: Path) -> None:
     guid = plans.train(TINY_RUN, [str(corpus)], root=tmp_path, log=quiet)
     new_text = tmp_path / "new.txt"

@@ -215,3 +215,38 @@ def test_nft_padded_gradient_with_moved_weights_is_finite_and_right(device64: st
             numeric = (plus - minus) / 2e-6
             err, tol = abs(analytic - numeric), 1e-8 + 1e-5 * max(abs(analytic), abs(numeric))
             assert err <= tol, f"{name}: analytic {analytic} vs numeric {numeric}"  # NaN fails too
+
+
+# ---- c_sequence: where the norms sit (the original's meaning) -------------------------------------------
+
+
+def test_post_norm_blocks_compute_norm_of_the_residual_sum(device64: str) -> None:
+    from baby.nn.model import PostNormResidual, Residual  # noqa: PLC0415
+
+    ids = backend.asarray(numpy.random.default_rng(0).integers(0, 9, (2, TINY["n_ctx"])))
+    for sequence, kind in (("pre", Residual), ("post", PostNormResidual)):
+        model = GPT(Config({**TINY, "c_sequence": sequence}), 9).eval()
+        assert all(type(part) is kind for block in model.blocks for part in block.parts)
+    part = model.blocks[0].parts[0]  # post: y = LN1(x + mha(x))
+    x = backend.asarray(numpy.random.default_rng(1).standard_normal((2, TINY["n_ctx"], TINY["n_emb"])))
+    ctx = model.context(ids)
+    expected = part.norm(x + part.inner(x, ctx))
+    numpy.testing.assert_allclose(backend.to_host(part(x, ctx)), backend.to_host(expected), rtol=1e-12, atol=1e-12)
+
+
+def test_the_originals_post_norm_config_builds_post_norm_blocks(tmp_path: Path) -> None:
+    path = tmp_path / "config.json"
+    path.write_text('{"c_sequence": "post", "s_head": 16, "n_emb": 16, "n_heads": 2, "n_layers": 1, "n_ctx": 8}')
+    cfg = Config.load(path)
+    assert cfg.c_sequence == "post" and cfg.c_window_offset == "zero"
+    assert any("post-norm" in n for n in cfg.notices())
+
+
+def test_settings_written_before_the_change_keep_their_meaning() -> None:
+    old = {k: v for k, v in Config().to_dict().items() if k != "c_window_offset"}
+    for was, offset in (("post", "random"), ("pre", "zero")):
+        cfg = Config({**old, "c_sequence": was})
+        assert (cfg.c_sequence, cfg.c_window_offset) == ("pre", offset)
+        assert f"c_window_offset={offset!r}" in cfg.migration_notice and cfg.migration_notice in cfg.notices()
+    partial = Config({"c_sequence": "post"})  # a config file written by hand means what the setting says now
+    assert (partial.c_sequence, partial.c_window_offset, partial.migration_notice) == ("post", "zero", "")

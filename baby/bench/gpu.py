@@ -107,7 +107,7 @@ def train_torch_to(cfg: Config, iters: int, device: str, fp16: bool) -> dict[str
 
     corpus = prepare_corpus(cfg)
     train, val = split_stream(corpus.tokens, cfg.r_split, cfg.n_ctx)
-    windows = Batches(train, cfg.n_ctx, cfg.batch_size, cfg.seed, cfg.c_shuffle, cfg.c_sequence)
+    windows = Batches(train, cfg.n_ctx, cfg.batch_size, cfg.seed, cfg.c_shuffle, cfg.c_window_offset)
     model, _, step = torch_gpt(cfg, corpus.tokenizer.n_vocab, device, fp16)
     warmup = parse_warmup(cfg.s_warmup, iters)
     start = time.perf_counter()

@@ -38,7 +38,7 @@ def token_split(cfg: Config, tokens: numpy.ndarray) -> tuple[numpy.ndarray, nump
 
 def schedule_notices(cfg: Config, train_tokens: numpy.ndarray) -> list[str]:
     """A warmup that does not end before the run does never reaches r_learn: say so before any work."""
-    plan = schedule(cfg, Batches(train_tokens, cfg.n_ctx, cfg.batch_size, cfg.seed, cfg.c_shuffle, cfg.c_sequence))
+    plan = schedule(cfg, Batches(train_tokens, cfg.n_ctx, cfg.batch_size, cfg.seed, cfg.c_shuffle, cfg.c_window_offset))
     if plan.warmup and plan.warmup >= plan.total_steps:
         return [f"s_warmup={cfg.s_warmup!r} gives {plan.warmup} warmup steps for a run of {plan.total_steps}: "
                 f"the learning rate never reaches r_learn={cfg.r_learn:g} (use s_warmup=auto or a fraction)"]
@@ -119,8 +119,9 @@ def resume(guid: str, root: str | Path = ".", log: Log = say, stop_at: int | Non
     threads, thread_notice = (recorded, "") if keep else device.single_process_threads(cfg)
     comm = device.data_parallel(cfg, threads)
     log = log if comm.rank == 0 else quiet
-    if thread_notice:
-        log(f"notice: {thread_notice}")
+    for notice in (thread_notice, run.cfg.migration_notice):
+        if notice:
+            log(f"notice: {notice}")
     path = store.path("checkpoint", guid)
     if not path.exists():
         done = store.path("model", guid).exists()

@@ -24,6 +24,8 @@ EXPORTABLE = ("exportable: GPT-2 (c_attention=mha, c_network=mlp, c_norm=layer, 
 def family(cfg: Config) -> str:
     """GPT2 or LLAMA for a shape HF has a class for; else one line naming the setting in the way."""
     a = architecture(cfg)
+    if cfg.c_sequence != "pre":
+        raise ConfigError(f"c_sequence={cfg.c_sequence!r}: GPT-2 and LLaMA blocks are pre-norm; {EXPORTABLE}")
     if a["r_temp"] != 1.0:
         raise ConfigError(f"r_temp={cfg.r_temp}: HF attention has no temperature; {EXPORTABLE}")
     # each variant declares the HF layers it is (``hf_families`` on its class)

@@ -1,5 +1,6 @@
-"""The GPT stack: token (+ learned position) embeddings, blocks of pre-norm residual sub-blocks
-(the mixers of ``c_attention`` in order, then the ``c_network``), a final norm and the output head.
+"""The GPT stack: token (+ learned position) embeddings, blocks of residual sub-blocks (the mixers of
+``c_attention`` in order, then the ``c_network``; pre-norm, or post-norm with ``c_sequence: "post"``),
+a final norm and the output head.
 """
 from __future__ import annotations
 
@@ -33,6 +34,24 @@ class Residual(Module):
         return dy + self.norm.backward(self.inner.backward(self.drop.backward(dy)))
 
 
+class PostNormResidual(Module):
+    """norm(x + dropout(inner(x))): one post-norm residual sub-block (the original GPT's and the
+    original Little Baby's ``c_sequence: "post"``): the norm sits on the residual stream itself."""
+
+    def __init__(self, norm: Module, inner: Module, dropout: float) -> None:
+        self.norm = norm
+        self.inner = inner
+        self.drop = Dropout(dropout)
+
+    def forward(self, x: Any, ctx: Context) -> Any:
+        return self.norm(x + self.drop(self.inner(x, ctx), ctx.rng))
+
+    def backward(self, dy: Any) -> Any:
+        # d: y = norm(s), s = x + drop(inner(x)): ds = norm'(dy), dx = ds + inner'(drop'(ds))
+        ds = self.norm.backward(dy)
+        return ds + self.inner.backward(self.drop.backward(ds))
+
+
 class Block(Module):
     """One layer: its residual sub-blocks in order."""
 
@@ -40,7 +59,8 @@ class Block(Module):
         names = [("mixer", m) for m in cfg.mixers]
         if cfg.c_network:
             names.append(("network", cfg.c_network))
-        self.parts = [Residual(build_norm(cfg), variants.lookup(kind, name).cls(cfg, rng), cfg.r_dropout)
+        sub_block = PostNormResidual if cfg.c_sequence == "post" else Residual
+        self.parts = [sub_block(build_norm(cfg), variants.lookup(kind, name).cls(cfg, rng), cfg.r_dropout)
                       for kind, name in names]
 
     def forward(self, x: Any, ctx: Context) -> Any:
