@@ -1,6 +1,6 @@
 """The README and the pages of docs/ stay true: their generated blocks (the settings table, the measured
 benchmark tables, the quoted code) are current, their links lead somewhere, their commands and configs
-exist, the README's variant example works, CI runs the README's test command, and the README stays short
+exist, the README's package map names every module of baby/ and baby/nn/, its variant example works, CI runs the README's test command, and the README stays short
 enough to read in ten minutes."""
 from __future__ import annotations
 
@@ -119,6 +119,23 @@ def test_readme_commands_are_commands() -> None:
     verbs = set(re.search(r"\{([\w,]+)\}", usage).group(1).split(","))
     for verb in re.findall(r"python -m baby ([a-z]+)", "\n".join(PAGES.values())):
         assert verb in verbs, f"python -m baby {verb}: no such command"
+
+
+def test_the_package_map_names_every_module_and_nothing_else() -> None:
+    block = re.search(r"## The package\n\n```\n(.*?)```", README, re.S).group(1).splitlines()[1:]
+    named = set()
+    for line in block:
+        found = re.match(r"( *)((?:\w+(?:\.py|/)(?:, )?)+)", line)
+        if found and len(found.group(1)) <= 4:  # deeper lines continue a description
+            prefix = "nn/" if len(found.group(1)) == 4 else ""
+            named |= {prefix + n.rstrip("/") for n in found.group(2).split(", ")}
+    package = ROOT / "baby"
+    present = {p.relative_to(package).as_posix().removesuffix(".py")
+               for folder in (package, package / "nn") for p in folder.iterdir()
+               if (p.suffix == ".py" and p.name != "__init__.py") or (p.is_dir() and any(p.glob("*.py")))}
+    named = {n.removesuffix(".py") for n in named}
+    assert named - present == set(), f"the README's package map names what is not there: {sorted(named - present)}"
+    assert present - named == set(), f"the README's package map misses: {sorted(present - named)}"
 
 
 def test_the_readme_variant_example_registers_and_passes_the_gradient_check(tmp_path: Path) -> None:
