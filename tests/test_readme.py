@@ -1,7 +1,7 @@
 """The README and the pages of docs/ stay true: their generated blocks (the settings table, the measured
 benchmark tables, the quoted code) are current, their links lead somewhere, their commands and configs
-exist, the README's package map names every module of baby/ and baby/nn/, its variant example works, CI runs the README's test command, and the README stays short
-enough to read in ten minutes."""
+exist, the README's package map names every module of baby/ and baby/nn/, its variant example works,
+CI runs its test command, and it stays short enough to read in ten minutes."""
 from __future__ import annotations
 
 import importlib.util
