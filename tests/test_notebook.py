@@ -51,7 +51,7 @@ def test_notebook_trains_then_describes_and_samples(tmp_path: Path) -> None:
     if (lab / "health.png").exists():  # with matplotlib
         pngs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
         assert len(pngs) >= 5  # chart, attention maps, induction, conv, health
-    first = [line for line in outputs.splitlines() if GUID.fullmatch(line)][0]
+    first = next(line for line in outputs.splitlines() if GUID.fullmatch(line))
     for plan in ("info", "inference"):
         nb = run_notebook(tmp_path, f"root = {str(tmp_path)!r}\nplan = {plan!r}\nguid = {first!r}\nmax_tokens = 5",
                           lab=False)

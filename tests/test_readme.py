@@ -39,7 +39,7 @@ def test_readme_is_short() -> None:
 
 def test_settings_table_is_current() -> None:
     blocks = [(name, block) for name, text in PAGES.items()
-              for block in re.findall(r"<!-- settings:.*?-->\n(.*?)\n<!-- /settings -->", text, re.S)]
+              for block in re.findall(r"<!-- settings:.*?-->\n(.*?)\n<!-- /settings -->", text, re.DOTALL)]
     assert blocks, "the docs lost their settings block"
     for name, block in blocks:
         assert block.strip() == settings_table().strip(), f"{name}: {FIX}"
@@ -49,7 +49,7 @@ def test_benchmark_tables_are_the_measured_ones() -> None:
     seen = 0
     for page, text in PAGES.items():
         for name in re.findall(r"<!-- bench:([\w-]+) -->", text):
-            block = re.search(rf"<!-- bench:{name} -->(.*?)<!-- /bench:{name} -->", text, re.S)
+            block = re.search(rf"<!-- bench:{name} -->(.*?)<!-- /bench:{name} -->", text, re.DOTALL)
             assert block, f"{page}: bench:{name} is not closed"
             measured = (ROOT / "outputs" / f"bench_{name}.md").read_text(encoding="utf-8").strip()
             assert block.group(1).strip() == measured, f"{page}: {FIX} ({name})"
@@ -83,7 +83,7 @@ def slug(heading: str) -> str:
 
 
 def anchors(text: str) -> set[str]:
-    text = re.sub(r"```.*?```", "", text, flags=re.S)  # a '#' line in a code block is no heading
+    text = re.sub(r"```.*?```", "", text, flags=re.DOTALL)  # a '#' line in a code block is no heading
     found: set[str] = set()
     for heading in re.findall(r"(?m)^#{1,6} (.+)$", text):
         base, n = slug(heading), 0
@@ -95,7 +95,7 @@ def anchors(text: str) -> set[str]:
 
 @pytest.mark.parametrize("page", sorted(PAGES))
 def test_relative_links_lead_to_files_and_headings(page: str) -> None:
-    text = re.sub(r"```.*?```", "", PAGES[page], flags=re.S)
+    text = re.sub(r"```.*?```", "", PAGES[page], flags=re.DOTALL)
     links = re.findall(r"\]\(([^)\s]+)\)", text)
     for link in links:
         if re.match(r"[a-z]+:", link):  # https:, mailto:
@@ -115,14 +115,15 @@ def test_referenced_configs_exist(page: str) -> None:
 
 
 def test_readme_commands_are_commands() -> None:
-    usage = subprocess.run([sys.executable, "-m", "baby", "--help"], cwd=ROOT, capture_output=True, text=True).stdout
+    usage = subprocess.run([sys.executable, "-m", "baby", "--help"], cwd=ROOT, capture_output=True, text=True,
+                           check=True).stdout
     verbs = set(re.search(r"\{([\w,]+)\}", usage).group(1).split(","))
     for verb in re.findall(r"python -m baby ([a-z]+)", "\n".join(PAGES.values())):
         assert verb in verbs, f"python -m baby {verb}: no such command"
 
 
 def test_the_package_map_names_every_module_and_nothing_else() -> None:
-    block = re.search(r"## The package\n\n```\n(.*?)```", README, re.S).group(1).splitlines()[1:]
+    block = re.search(r"## The package\n\n```\n(.*?)```", README, re.DOTALL).group(1).splitlines()[1:]
     named = set()
     for line in block:
         found = re.match(r"( *)((?:\w+(?:\.py|/)(?:, )?)+)", line)
@@ -139,7 +140,7 @@ def test_the_package_map_names_every_module_and_nothing_else() -> None:
 
 
 def test_the_readme_variant_example_registers_and_passes_the_gradient_check(tmp_path: Path) -> None:
-    code = re.search(r"## Adding a variant.*?```python\n(.*?)```", README, re.S).group(1)
+    code = re.search(r"## Adding a variant.*?```python\n(.*?)```", README, re.DOTALL).group(1)
     (tmp_path / "mine.py").write_text(code, encoding="utf-8")
     check = ("import mine\n"
              "from baby.config import Config, settings_table\n"
@@ -149,7 +150,8 @@ def test_the_readme_variant_example_registers_and_passes_the_gradient_check(tmp_
              "assert Config({'c_network': 'mine', 'r_mine': 1.5}).r_mine == 1.5\n"
              "assert '`r_mine`' in settings_table()\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
-    done = subprocess.run([sys.executable, "-c", check], cwd=tmp_path, capture_output=True, text=True, env=env)
+    done = subprocess.run([sys.executable, "-c", check], cwd=tmp_path, capture_output=True, text=True, env=env,
+                          check=False)
     assert done.returncode == 0, done.stderr[-2000:]
 
 

@@ -25,14 +25,13 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run as a script from anywhere
+if str(ROOT) not in sys.path:  # run as a script from anywhere, installed or not
     sys.path.insert(0, str(ROOT))
+settings_table = importlib.import_module("baby.config").settings_table
 
-from baby.config import settings_table  # noqa: E402
-
-SETTINGS = re.compile(r"(<!-- settings:.*?-->\n)(.*?)(\n<!-- /settings -->)", re.S)
-BENCH = re.compile(r"(<!-- bench:([\w-]+) -->)(.*?)(<!-- /bench:\2 -->)", re.S)
-CODE = re.compile(r"(<!-- code:([\w.]+) -->)(.*?)(<!-- /code -->)", re.S)
+SETTINGS = re.compile(r"(<!-- settings:.*?-->\n)(.*?)(\n<!-- /settings -->)", re.DOTALL)
+BENCH = re.compile(r"(<!-- bench:([\w-]+) -->)(.*?)(<!-- /bench:\2 -->)", re.DOTALL)
+CODE = re.compile(r"(<!-- code:([\w.]+) -->)(.*?)(<!-- /code -->)", re.DOTALL)
 
 
 def pages() -> list[Path]:
