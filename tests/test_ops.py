@@ -110,6 +110,8 @@ CASES: dict[str, Callable[[numpy.random.Generator, Any, tuple[int, ...]], Callab
         *attention_case(r, d, (2, 2, 2) + s[-2:]), r.standard_normal((2, 2, 2) + s[-2:]).astype(d)),
     "rope": lambda r, d, s: (lambda x, c, sn: ops.rope(x, c, sn), *rope_case(r, d, s)),
     "rope:inverse": lambda r, d, s: (lambda x, c, sn: ops.rope(x, c, sn, inverse=True), *rope_case(r, d, s)),
+    "rope:out": lambda r, d, s: (lambda x, c, sn: ops.rope(x, c, sn, True, numpy.zeros((2, 3, 2, x.shape[-1]), d)
+                                                           .repeat(s[-2] // 2 + 1, axis=2)[:, :, :s[-2]]), *rope_case(r, d, s)),
     "adamw": lambda r, d, s: (adamw_case, r.standard_normal(s).astype(d).ravel(), (r.random(s) < 0.5).astype(d).ravel(),
                               r.standard_normal(s).astype(d).ravel(), 0.1 * r.standard_normal(s).astype(d).ravel(),
                               r.random(s).astype(d).ravel()),

@@ -35,16 +35,20 @@ def attend_backward(dy: Any, q: Any, k: Any, v: Any, p: Any, scale: float) -> tu
 
 
 @op
-def rope(x: Any, cos: Any, sin: Any, inverse: bool = False) -> Any:
+def rope(x: Any, cos: Any, sin: Any, inverse: bool = False, out: Any = None) -> Any:
     """Rotate each pair (x1_i, x2_i) of the halves of the last axis by its angle theta_i:
     (x1 cos - x2 sin, x1 sin + x2 cos). ``inverse`` rotates by -theta: R^T, the backward (R is
-    orthogonal, so the gradient through y = R x is dx = R^T dy)."""
+    orthogonal, so the gradient through y = R x is dx = R^T dy). Written into ``out`` when given."""
     # d: y = R x with R a rotation: dx = R^T dy = rope(dy, inverse=True)
     half = x.shape[-1] // 2
     x1, x2 = x[..., :half], x[..., half:]
     if inverse:
         sin = -sin
-    return backend.xp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1)
+    y = backend.xp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1)
+    if out is None:
+        return y
+    out[...] = y
+    return out
 
 
 __all__ = ["attend", "attend_backward", "rope"]

@@ -105,7 +105,7 @@ class HeadAttention(Mixer):
         v = qkv[:, :, h + kv:].transpose(0, 2, 1, 3)
         rot = None
         if self.rotary:
-            rot = rope_tables(ctx.positions, d)
+            rot = ctx.once(f"rope_tables:{d}", lambda: rope_tables(ctx.positions, d))  # shared by the layers
             q, k = rope(q, *rot), rope(k, *rot)
         y = self.mix_heads(x, self.attend_heads(q, k, v, ctx), ctx)
         if not ctx.decoding:
@@ -121,11 +121,13 @@ class HeadAttention(Mixer):
         h, kv = self.n_heads, self.n_kv
         dy, dx_extra = self.mix_heads_backward(split_heads(self.proj.backward(dout), h))
         dq, dk, dv = self.attend_heads_backward(dy)
-        if rot is not None:
-            dq, dk = rope(dq, *rot, inverse=True), rope(dk, *rot, inverse=True)
         dqkv = backend.xp.empty(shape, dtype=dq.dtype)
-        dqkv[:, :, :h] = dq.transpose(0, 2, 1, 3)
-        dqkv[:, :, h:h + kv] = dk.transpose(0, 2, 1, 3)
+        slots = dqkv[:, :, :h].transpose(0, 2, 1, 3), dqkv[:, :, h:h + kv].transpose(0, 2, 1, 3)
+        if rot is not None:  # rotated back straight into their slots of [dq | dk | dv]
+            rope(dq, *rot, inverse=True, out=slots[0])
+            rope(dk, *rot, inverse=True, out=slots[1])
+        else:
+            slots[0][...], slots[1][...] = dq, dk
         dqkv[:, :, h + kv:] = dv.transpose(0, 2, 1, 3)
         dx = self.qkv.backward(dqkv.reshape(shape[0], shape[1], -1))
         if dx_extra is not None:

@@ -97,6 +97,8 @@ ROPE_BASE = 10000.0  # theta of LLaMA and GPT-NeoX (model files record it)
 def rope_tables(positions: Any, dim: int, base: float = ROPE_BASE) -> tuple[Any, Any]:
     """cos and sin of shape (B or 1, 1, T, dim/2) for the rotate-half convention of LLaMA/GPT-NeoX."""
     xp = backend.xp
+    if positions.ndim == 2 and positions.shape[0] > 1 and positions.strides[0] == 0:
+        positions = positions[:1]  # every row counts alike (no padding): one row of tables, broadcast over B
     inv = 1.0 / base ** (xp.arange(0, dim // 2, dtype=xp.float64) * 2.0 / dim)
     angles = positions.astype(xp.float64)[:, None, :, None] * inv
     return xp.cos(angles).astype(backend.dtype), xp.sin(angles).astype(backend.dtype)
