@@ -4,7 +4,8 @@ whole models run both ways give the same logits, gradients and AdamW step."""
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy
 import pytest
@@ -32,7 +33,7 @@ def both(fn: Callable[..., Any], *args: Any) -> tuple[Any, Any]:
     out = []
     for mode in ("fast", "reference"):
         with ops.using(mode):
-            out.append(fn(*[a.copy() if isinstance(a, numpy.ndarray) else a for a in args]))
+            out.append(fn(*[a.copy() if hasattr(a, "shape") and hasattr(a, "copy") else a for a in args]))
     return out[0], out[1]
 
 
@@ -40,7 +41,7 @@ def leaves(value: Any) -> list[numpy.ndarray]:
     """The arrays of a result (nested tuples; a glu cache's gate name is skipped)."""
     if isinstance(value, (tuple, list)):
         return [a for v in value for a in leaves(v)]
-    return [numpy.asarray(value)] if isinstance(value, (numpy.ndarray, numpy.generic, float)) else []
+    return [backend.to_host(value)] if hasattr(value, "shape") or isinstance(value, float) else []
 
 
 def assert_close(fast: Any, reference: Any, dtype: Any) -> None:
@@ -116,6 +117,8 @@ CASES: dict[str, Callable[[numpy.random.Generator, Any, tuple[int, ...]], Callab
                               r.standard_normal(s).astype(d).ravel(), 0.1 * r.standard_normal(s).astype(d).ravel(),
                               r.random(s).astype(d).ravel()),
     "grad_norm": lambda r, d, s: (ops.grad_norm, r.standard_normal(s).astype(d).ravel()),
+    "clip_": lambda r, d, s: (lambda g: ops.clip_(g, ops.grad_norm.reference(g), 3.0), r.standard_normal(s).astype(d)),
+    "clip_:below": lambda r, d, s: (lambda g: ops.clip_(g, ops.grad_norm.reference(g), 1e9), r.standard_normal(s).astype(d)),
 }
 
 
@@ -255,3 +258,13 @@ def test_whole_model_on_references_in_row_blocks(blocks) -> None:
     reference = train_once(settings, "reference", True)
     for a, b in zip(fast[:1] + tuple(fast[1]) + fast[2:], reference[:1] + tuple(reference[1]) + reference[2:]):
         assert_close(a, b, numpy.float64)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", sorted(n for n, o in ops.OPS.items() if "cupy" in o.fast))
+def test_cupy_bodies_equal_references(name: str) -> None:
+    """The fused CuPy kernels (fp32 inside) against the references on the GPU."""
+    backend.use("gpu", d_type="fp32")
+    fn, *args = CASES[name](numpy.random.default_rng(3), numpy.float32, (4, 33, 130))
+    fast, reference = both(fn, *[backend.asarray(a) if isinstance(a, numpy.ndarray) else a for a in args])
+    assert_close(fast, reference, numpy.float32)

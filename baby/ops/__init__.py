@@ -18,7 +18,7 @@ from baby.ops.activations import (GATES, GELU_A, GELU_C, GELU_FORM, dropout, dro
                                   glu_backward, sigmoid, silu, silu_backward)
 from baby.ops.attention import attend, attend_backward, rope
 from baby.ops.norms import layer_norm, layer_norm_backward, rms_norm, rms_norm_backward
-from baby.ops.optim import adamw, grad_norm
+from baby.ops.optim import adamw, clip_, grad_norm
 from baby.ops.registry import ENV, MODES, OPS, mode, use, using
 from baby.ops.softmax import cross_entropy, log_softmax, softmax, softmax_, softmax_backward, softmax_backward_
 
@@ -26,4 +26,4 @@ __all__ = ["ENV", "MODES", "OPS", "mode", "use", "using", "GATES", "GELU_A", "GE
            "gelu_backward", "sigmoid", "silu", "silu_backward", "glu", "glu_backward", "dropout", "dropout_backward",
            "layer_norm", "layer_norm_backward", "rms_norm", "rms_norm_backward", "softmax_", "softmax",
            "softmax_backward_", "softmax_backward", "log_softmax", "cross_entropy", "attend", "attend_backward", "rope",
-           "adamw", "grad_norm"]
+           "adamw", "clip_", "grad_norm"]

@@ -419,6 +419,15 @@ def adamw(g: Any, decay_mask: Any, w: Any, m: Any, v: Any, lr: Any, b1: Any, b2:
     backend.blockwise(rows, g, decay_mask, w, m, v)
 
 
+@fast(optim.clip_)
+def clip_(g: Any, norm: Any, max_norm: float) -> Any:
+    """No pass over the gradients at all below the threshold (most steps): their factor is exactly 1."""
+    factor = numpy.where(norm > max_norm, numpy.minimum(1.0, max_norm / (norm + 1e-6)), 1.0).astype(g.dtype)
+    if factor != 1:
+        g *= factor
+    return g
+
+
 @fast(optim.grad_norm)
 def grad_norm(g: Any) -> Any:
     def rows(g: Any) -> Any:

@@ -34,4 +34,14 @@ def grad_norm(g: Any) -> Any:
     return xp.sqrt((g64 * g64).sum())
 
 
-__all__ = ["adamw", "grad_norm"]
+@op
+def clip_(g: Any, norm: Any, max_norm: float) -> Any:
+    """g scaled in place to the norm max_norm when its norm (``grad_norm(g)``) is above it: g * max_norm / norm
+    (+ 1e-6 in the denominator); left as it is below. Returns g."""
+    xp = backend.xp
+    factor = xp.where(norm > max_norm, xp.minimum(1.0, max_norm / (norm + 1e-6)), 1.0)
+    g *= factor.astype(g.dtype)
+    return g
+
+
+__all__ = ["adamw", "grad_norm", "clip_"]
