@@ -99,8 +99,9 @@ def draw_health(axes: Any, report: dict[str, Any]) -> None:
         axes[2].plot(x, [h["residual_rms"][i] for h in health], label=f"after block {i}")
     axes[2].set_xlabel("tokens seen")
     axes[2].set_ylabel("RMS of the residual stream")
-    axes[2].set_title("residual stream", fontsize=10)
-    axes[2].legend(fontsize=7)
+    axes[2].set_title("residual stream" if blocks else "residual stream (no blocks)", fontsize=10)
+    if blocks:  # a model of no blocks (n_layers=0) has no residual curve to label
+        axes[2].legend(fontsize=7)
 
 
 def run_figure(fig_cls: Any, report: dict[str, Any], title: str = "") -> Any:

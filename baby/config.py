@@ -15,7 +15,7 @@ from typing import Any
 
 from baby.jsonio import FileFault, read_json
 from baby.nn import variants
-from baby.nn.settings import ConfigError, Setting
+from baby.nn.settings import ConfigError, Setting, split_list
 
 __all__ = ["Config", "ConfigError", "Setting", "all_settings", "as_config", "parse_override", "parse_warmup",
            "parse_word_counts", "settings_table"]
@@ -172,7 +172,7 @@ def parse_warmup(value: Any, total_steps: int) -> int:
 def parse_word_counts(text: str) -> list[tuple[str, int]]:
     """"1M,2.5M,500K" -> [("500K", 500000), ("1M", 1000000), ("2.5M", 2500000)] (label, words)."""
     out = []
-    for raw in filter(None, (part.strip() for part in text.split(","))):
+    for raw in split_list("s_checkpoint_words", text, ",", "1M,2M,5M"):
         scale = {"K": 1_000, "M": 1_000_000}.get(raw[-1].upper(), 1)
         number = raw[:-1] if scale > 1 else raw
         try:
@@ -306,6 +306,9 @@ class Config:
         """Settings given explicitly that the chosen tokenizer or variants ignore: said, never silent."""
         v = self._values
         out = [n for n in (self.legacy_notice, self.migration_notice) if n]
+        if not self.mixers and v["n_layers"]:
+            out.append("c_attention='': the blocks have no sequence mixer, so each position sees only its own "
+                       "token (a bigram model, deeper)")
         if "c_sequence" in self.given and v["c_sequence"] == "post" and not self.migration_notice:
             out.append("c_sequence='post': post-norm blocks, norm(x + f(x)) (the original's meaning); random "
                        "window offsets, which it meant here before, are c_window_offset='random'")
@@ -337,7 +340,7 @@ class Config:
 
     @property
     def mixers(self) -> list[str]:
-        return [m for m in self._values["c_attention"].split("+") if m]
+        return split_list("c_attention", self._values["c_attention"], "+", "conv+induction")
 
     @property
     def hidden(self) -> int:
@@ -403,6 +406,8 @@ def parse_override(text: str) -> tuple[str, Any]:
         value = json.loads(raw)
     except json.JSONDecodeError:
         value = raw
+    except ValueError:  # a number of more digits than Python converts (a config file's reader refuses it too)
+        raise ConfigError(f"--set {key.strip()}=<{len(raw)} characters>: not a number this program can read") from None
     return key.strip(), value
 
 

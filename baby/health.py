@@ -78,7 +78,8 @@ class Health:
         return sums.astype(xp.float64) @ self.member.T
 
     def add_residual(self, rms: list[Any]) -> None:
-        self.residual.append(backend.xp.stack(rms))
+        if rms:  # a model of no blocks (n_layers=0, a bigram model) has no residual stream to measure
+            self.residual.append(backend.xp.stack(rms))
 
     def before_step(self, opt: AdamW) -> None:
         """Keep the gradient (clipping scales it in place; in fp16 the unscaled fp32 one) and the

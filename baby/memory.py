@@ -12,6 +12,11 @@ The estimate (calibrated against tracemalloc peaks of real steps, which it meets
 from __future__ import annotations
 
 import os
+
+try:
+    import resource
+except ImportError:  # not on Windows
+    resource = None  # type: ignore[assignment]
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -46,18 +51,61 @@ def estimate_training(cfg: Config, n_vocab: int) -> Estimate:
     return Estimate(params, (4 + replicas) * params * max(item, 4), per_token * tokens * item)
 
 
-def machine_memory() -> tuple[int | None, int | None]:
-    """(available, total) bytes of this machine's memory, or None where the OS does not say."""
+def machine_memory() -> tuple[int | None, int | None, str]:
+    """(available, total) bytes this process may use, and whose limit that is: the machine's memory,
+    or less where the process is held to a smaller limit - its address space (``ulimit -v``,
+    RLIMIT_AS) or its control group's memory (cgroup v2 ``memory.max``, v1 ``limit_in_bytes``).
+    None where nothing says."""
+    available, total = _meminfo()
+    limits = [(available, total, "this machine's memory")]
+    soft = resource.getrlimit(resource.RLIMIT_AS)[0] if resource is not None else -1
+    if soft not in (-1, resource.RLIM_INFINITY if resource is not None else -1):
+        used = _address_space()  # what the process has mapped already (BLAS threads reserve a lot)
+        limits.append((max(soft - used, 0), max(soft - used, 0), f"this process's address-space limit (ulimit -v {soft // 1024} KiB)"))
+    cgroup = _cgroup_memory()
+    if cgroup is not None:
+        limits.append((cgroup[0], cgroup[1], "this control group's memory limit"))
+    binding = min(limits, key=lambda lim: lim[1] if lim[1] is not None else float("inf"))
+    free = min((lim[0] for lim in limits if lim[0] is not None), default=None)
+    return free, binding[1], binding[2]
+
+
+def _meminfo() -> tuple[int | None, int | None]:
     try:
         info = dict(line.split(":", 1) for line in open("/proc/meminfo", encoding="ascii"))
         kib = {k: int(v.split()[0]) * 1024 for k, v in info.items() if v.strip().endswith("kB")}
         return kib.get("MemAvailable"), kib.get("MemTotal")
     except (OSError, ValueError):
         try:
-            total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-            return None, total
+            return None, os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         except (OSError, ValueError):
             return None, None
+
+
+def _address_space() -> int:
+    try:
+        with open("/proc/self/statm", encoding="ascii") as f:
+            return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return 0
+
+
+def _cgroup_memory() -> tuple[int, int] | None:
+    """(free, limit) of this process's control group, or None when it has no memory limit."""
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            with open(limit_file, encoding="ascii") as f:
+                raw = f.read().strip()
+            with open(usage_file, encoding="ascii") as f:
+                usage = int(f.read().strip())
+        except (OSError, ValueError):
+            continue
+        if raw == "max" or not raw.isdigit() or int(raw) >= 1 << 60:  # v1 writes a huge number for "none"
+            return None
+        return max(int(raw) - usage, 0), int(raw)
+    return None
 
 
 def gib(n: int) -> str:
@@ -69,14 +117,15 @@ def check_fits(cfg: Config, n_vocab: int, available: int | None = None, total: i
     warning line when it exceeds what is free right now, else None. GPU memory is the device's."""
     from baby.config import ConfigError  # noqa: PLC0415 - config is above this module
 
+    whose = "the device's memory"  # given by the caller: the GPU's free and total bytes
     if available is None and total is None:
-        available, total = machine_memory()
+        available, total, whose = machine_memory()
     need = estimate_training(cfg, n_vocab)
     what = (f"one training step needs about {gib(need.total_bytes)} ({gib(need.parameter_bytes)} for "
             f"~{need.parameters / 1e6:,.1f}M parameters and their AdamW state, {gib(need.activation_bytes)} "
             f"of activations for batch_size={cfg.batch_size} x n_ctx={cfg.n_ctx} at n_emb={cfg.n_emb})")
     if total is not None and need.total_bytes > total:
-        raise ConfigError(f"{what}, more than this machine's {gib(total)}: lower batch_size (and raise "
+        raise ConfigError(f"{what}, more than {whose} of {gib(total)}: lower batch_size (and raise "
                           "n_accumulate to keep the tokens per step), n_ctx, n_emb or n_layers")
     if available is not None and need.total_bytes > available:
         return f"{what}; only {gib(available)} is free now: the run may swap or be killed"

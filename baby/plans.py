@@ -10,18 +10,33 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from baby.commands.delete import delete
-from baby.commands.eval import evaluate
-from baby.commands.export import export
-from baby.commands.finetune import finetune
-from baby.commands.import_ import import_run as import_hf
-from baby.commands.inference import inference
-from baby.commands.info import info
-from baby.commands.inspect import inspect
-from baby.commands.plot import plot as plot_runs
-from baby.commands.runs import runs_plan
-from baby.commands.train import resume, train
+from baby.commands import delete as _delete
+from baby.commands import eval as _eval
+from baby.commands import export as _export
+from baby.commands import finetune as _finetune
+from baby.commands import import_ as _import
+from baby.commands import inference as _inference
+from baby.commands import info as _info
+from baby.commands import inspect as _inspect
+from baby.commands import plot as _plot
+from baby.commands import runs as _runs
+from baby.commands import train as _train
 from baby.config import ConfigError
+from baby.guard import guarded
+
+# Each plan runs guarded (baby/guard.py): NumPy's floating-point warnings gathered into one notice or
+# into the divergence line, running out of memory said in one line.
+train, resume = guarded(_train.train), guarded(_train.resume)
+finetune = guarded(_finetune.finetune)
+inference = guarded(_inference.inference)
+evaluate = guarded(_eval.evaluate)
+delete = guarded(_delete.delete)
+info = guarded(_info.info)
+export = guarded(_export.export)
+import_hf = guarded(_import.import_run)
+runs_plan = guarded(_runs.runs_plan)
+inspect = guarded(_inspect.inspect)
+plot_runs = guarded(_plot.plot)
 
 __all__ = ["PLANS", "delete", "evaluate", "export", "finetune", "import_hf", "inference", "info", "inspect",
            "plot_runs", "resume", "run_plan", "runs_plan", "train"]

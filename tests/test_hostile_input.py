@@ -458,14 +458,14 @@ def test_delete_checks_every_file_before_removing_any(tmp_path: Path, corpus: Pa
     assert digest(tmp_path) == before
 
 
-def test_inference_that_cannot_save_still_prints_the_text(tmp_path: Path, corpus: Path) -> None:
+def test_inference_that_cannot_save_prints_the_text_and_exits_2(tmp_path: Path, corpus: Path) -> None:
     guid = plans.train(TINY_RUN, [str(corpus)], root=tmp_path, log=quiet)
     shutil.rmtree(tmp_path / "outputs")
     (tmp_path / "outputs").write_text("not a folder")
     status, out, err = run_main("inference", "--guid", guid, "--prompt", "KING", "--max-tokens", "5",
                                 "--root", str(tmp_path))
-    assert status == 0, err
-    assert out.startswith("KING") and "not saved" in out
+    assert status == 2 and out.startswith("KING")  # the text first, then the failure: a script can tell
+    assert len(err.strip().splitlines()) == 1 and "printed but not saved" in err
 
 
 def test_orphan_temp_files_are_cleaned_by_the_next_command_and_by_delete(tmp_path: Path, corpus: Path) -> None:
@@ -562,3 +562,109 @@ def test_a_non_utf8_blimp_file_is_one_line(tmp_path: Path, interrupted_run: tupl
     (data / "x.jsonl").write_bytes(b'{"sentence_good": "caf\xe9", "sentence_bad": "x"}\n')
     status, _, err = run_main("eval", "--guid", guid, "--task", "blimp", "--data", str(data), "--root", str(source))
     assert_one_line(status, err, "x.jsonl", "UTF-8")
+
+
+# ---- 8. the last cases: bigram models, malformed lists, huge numbers, limits, warnings -----------------
+
+def test_a_model_of_no_blocks_is_a_bigram_model_that_trains_generates_and_exports(tmp_path: Path, corpus: Path) -> None:
+    guid = plans.train({**TINY_RUN, "n_layers": 0}, [str(corpus)], root=tmp_path, log=quiet)
+    out = plans.inference(guid, prompt="KING", max_tokens=5, root=tmp_path, log=quiet)
+    assert out["path"] and len(out["tokens"]) <= 5
+    pytest.importorskip("safetensors")
+    plans.export(guid, tmp_path / "hf", root=tmp_path, log=quiet)
+    assert json.loads((tmp_path / "hf" / "config.json").read_text())["n_layer"] == 0
+
+
+@pytest.mark.parametrize("setting, words", [
+    ("c_attention=+", ["c_attention='+'", "empty item"]),
+    ("c_attention=mha+", ["c_attention='mha+'", "empty item"]),
+    ("s_checkpoint_words=,,,", ["s_checkpoint_words=',,,'", "empty item"]),
+    ("s_checkpoint_words=1M,", ["s_checkpoint_words='1M,'", "empty item"]),
+    ("n_emb=" + "9" * 5000, ["n_emb", "5000 characters"]),
+])
+def test_malformed_lists_and_huge_numbers_are_one_line(tmp_path: Path, corpus: Path, setting: str, words: list) -> None:
+    status, _, err = run_main("train", "--config", str(ROOT / "configs" / "tiny.json"), "--input", str(corpus),
+                              "--set", setting, "--root", str(tmp_path))
+    assert_one_line(status, err, *words)
+    assert not (tmp_path / "configs").exists()
+
+
+def test_an_empty_mixer_list_is_said_not_silent() -> None:
+    assert any("no sequence mixer" in n for n in Config({"c_attention": ""}).notices())
+
+
+def test_resume_of_a_config_without_its_inputs_is_one_line(tmp_path: Path, corpus: Path) -> None:
+    with pytest.raises(Interrupted):
+        plans.train(TINY_RUN, [str(corpus)], root=tmp_path, log=quiet, stop_at=4)
+    (guid,) = RunStore(tmp_path).guids()
+    path = RunStore(tmp_path).path("config", guid)
+    record = read_json(path)
+    del record["runtime"]["inputs"]
+    write_json(path, record)
+    before = digest(tmp_path)
+    status, _, err = run_main("train", "--resume", guid, "--root", str(tmp_path))
+    assert_one_line(status, err, "runtime.inputs", "cannot be resumed")
+    assert digest(tmp_path) == before
+
+
+def test_info_refuses_a_config_that_contradicts_its_model_file(tmp_path: Path, corpus: Path) -> None:
+    guid = plans.train(TINY_RUN, [str(corpus)], root=tmp_path, log=quiet)
+    path = RunStore(tmp_path).path("config", guid)
+    record = read_json(path)
+    record["settings"]["n_emb"] = 48
+    write_json(path, record)
+    status, _, err = run_main("info", "--guid", guid, "--root", str(tmp_path))
+    assert_one_line(status, err, "n_emb=16", "n_emb=48")
+
+
+def test_a_step_that_reads_the_text_many_times_over_is_noticed(tmp_path: Path, corpus: Path) -> None:
+    lines: list[str] = []
+    plans.train({**TINY_RUN, "batch_size": 200, "n_accumulate": 4, "n_steps": 1, "n_eval_batches": 1},
+                [str(corpus)], root=tmp_path, log=lines.append)
+    assert any("windows per step" in line and "times over" in line for line in lines)
+
+
+def test_the_memory_check_respects_the_address_space_limit(tmp_path: Path, corpus: Path) -> None:
+    limit = 3 << 30  # 3 GiB: more than the interpreter needs, less than 65,536 windows of activations
+    code = (f"import resource, sys; resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit})); "
+            "from baby.__main__ import main; sys.exit(main(sys.argv[1:]))")
+    done = subprocess.run([sys.executable, "-c", code, "train", "--config", str(ROOT / "configs" / "tiny.json"),
+                           "--input", str(corpus), "--set", "batch_size=65536", "--root", str(tmp_path)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert_one_line(done.returncode, done.stderr, "address-space limit", "batch_size=65536")
+
+
+def test_running_out_of_memory_anywhere_in_a_plan_is_one_line() -> None:
+    from baby.guard import OutOfMemory, guarded  # noqa: PLC0415
+
+    def greedy(**_: object) -> None:
+        raise MemoryError("Unable to allocate 9.1 TiB for an array with shape (1000000, 2500000)")
+
+    with pytest.raises(OutOfMemory) as err:
+        guarded(greedy)(log=quiet)
+    assert "9.1 TiB" in str(err.value) and "batch_size" in str(err.value) and "n_emb" in str(err.value)
+
+
+def test_numpy_warnings_never_reach_the_terminal_and_join_the_divergence_line(tmp_path: Path, corpus: Path) -> None:
+    settings = {**TINY_RUN, "r_learn": 1.0, "r_clip": 0.0, "r_beta2": 0.0, "r_dropout": 0.0, "n_log_every": 1,
+                "n_steps": 60, "n_eval_every": 60}
+    config = tmp_path / "hot.json"
+    config.write_text(json.dumps(settings), encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "baby", "train", "--config", str(config), "--input", str(corpus),
+                           "--root", str(tmp_path)], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert "Warning" not in done.stderr + done.stdout
+    assert_one_line(done.returncode, done.stderr, "diverged at step")
+
+
+def test_harmless_numpy_warnings_are_one_notice(capsys: pytest.CaptureFixture) -> None:
+    import numpy as np  # noqa: PLC0415
+    from baby.guard import guarded  # noqa: PLC0415
+
+    def overflowing(log: object) -> bool:
+        big = np.full(4, 1e38, dtype=np.float32)
+        return bool(np.isinf(big * big).all() and np.isinf(big * np.float32(4)).all())  # two overflows
+
+    lines: list[str] = []
+    assert guarded(overflowing)(log=lines.append)
+    assert lines == ["notice: NumPy reported overflow encountered in multiply (2x) (every value saved is finite)"]
+    assert capsys.readouterr().err == ""

@@ -10,6 +10,8 @@ from baby import plans
 from tests.conftest import ROOT
 
 PACKAGE = ROOT / "baby"
+# shipped with every remote-code export and run by transformers, never imported by baby (see baby/hf/)
+REMOTE_CODE = PACKAGE / "hf" / "remote_code"
 
 
 def runtime_imports(tree: ast.AST) -> list[str]:
@@ -42,7 +44,7 @@ def module_name(path: Path) -> str:
 def import_graph(root: Path = PACKAGE) -> dict[str, set[str]]:
     """Each module of the package -> the modules of the package it imports (``from baby.x import y``
     counts as baby.x.y when that is a module, else as baby.x)."""
-    files = {module_name(p): p for p in sorted(root.rglob("*.py"))}
+    files = {module_name(p): p for p in sorted(root.rglob("*.py")) if REMOTE_CODE not in p.parents}
 
     def resolve(name: str) -> str | None:
         while name and name not in files:
@@ -135,7 +137,15 @@ def test_plans_is_the_table_and_each_command_lives_in_a_module_named_after_its_v
 
 
 def test_only_the_backend_imports_cupy() -> None:
-    for name, path in ((module_name(p), p) for p in PACKAGE.rglob("*.py")):
+    for name, path in ((module_name(p), p) for p in PACKAGE.rglob("*.py") if REMOTE_CODE not in p.parents):
         if name != "baby.backend":
             imported = runtime_imports(ast.parse(path.read_text(encoding="utf-8")))
             assert not any(i == "cupy" or i.startswith(("cupy.", "cupyx")) for i in imported), name
+
+
+def test_the_remote_code_shipped_with_exports_imports_nothing_of_baby() -> None:
+    for path in sorted(REMOTE_CODE.glob("*.py")):
+        source = path.read_text(encoding="utf-8")
+        assert "import baby" not in source and "from baby" not in source, path.name
+    for name, imported in import_graph().items():
+        assert not any(i.startswith("baby.hf.remote_code") for i in imported), name

@@ -32,7 +32,7 @@ def inference(guid: str, prompt: str = "", max_tokens: int = 200, temperature: f
     if run.tokenizer.unknown_count:
         log(f"notice: {run.tokenizer.unknown_count} prompt symbols are not in the vocabulary (<unk>)")
     seed = run.cfg.seed if seed is None else seed
-    records = []
+    records, unsaved = [], []
     for sample in range(num_samples):
         if num_samples > 1:
             log(f"sample {sample + 1} of {num_samples} (seed {seed + sample})")
@@ -54,13 +54,16 @@ def inference(guid: str, prompt: str = "", max_tokens: int = 200, temperature: f
         records.append(record)
         try:
             path = save_completion(store, guid, record, finetuned)
-        except (FileFault, OSError) as err:  # the text was printed; say that it was not kept
-            log(f"notice: the completion was not saved ({err})")
+        except (FileFault, OSError) as err:  # the text was printed; the failure is said at the end
+            unsaved.append(str(err))
             record["path"] = None
             continue
         log(f"{len(gen.tokens)} tokens in {gen.seconds:.2f} s ({gen.tokens_per_second:,.1f} tokens/s, "
             f"cache {'on' if use_cache else 'off'}) -> {path}")
         record["path"] = str(path)
+    if unsaved:  # printed but not kept: a script must be able to tell (exit status 2 from the CLI)
+        raise RunError(f"the completion{'s' if len(unsaved) > 1 else ''} above {'were' if len(unsaved) > 1 else 'was'} "
+                       f"printed but not saved: {unsaved[0]}")
     if num_samples > 1:
         return {**records[-1], "samples": records}
     return records[-1]

@@ -9,13 +9,32 @@ from baby import describe, device
 from baby.config import ConfigError, as_config
 from baby.nn.model import GPT
 from baby.progress import Log, say
-from baby.runs import Run, RunStore, state_of
+from baby.formats import architecture
+from baby.runs import Run, RunError, RunStore, state_of
+
+
+def check_recorded_architecture(store: RunStore, run: Run) -> None:
+    """The model file records the architecture it was built with: a config that says otherwise (an
+    edited n_emb, say) is refused here as inference refuses it, not described as if it were true."""
+    path = store.path("model", run.guid, run.suffix)
+    if not path.exists():
+        return
+    recorded = store.read("model", run.guid, run.suffix).get("architecture")
+    recorded = recorded.get("settings") if isinstance(recorded, dict) else None
+    if not isinstance(recorded, dict):
+        return  # a model file of an older format: nothing recorded to compare
+    ours = architecture(run.cfg)["settings"]
+    for key in sorted(set(recorded) & set(ours)):
+        if recorded[key] != ours[key]:
+            raise RunError(f"{path}: built with {key}={recorded[key]!r}, but "
+                           f"{store.path('config', run.guid, run.suffix).name} says {key}={ours[key]!r}")
 
 
 def run_info(guid: str, root: str | Path = ".") -> dict[str, Any]:
     store = RunStore(root)
     run = Run(store, guid)
     device.select(run.cfg, fallback=True)
+    check_recorded_architecture(store, run)
     model = GPT(run.cfg, run.tokenizer.n_vocab)  # sizes and FLOPs need only the shapes
     flops = model.flops_per_token()
     out: dict[str, Any] = {

@@ -15,7 +15,7 @@ from baby import backend, device, distributed
 from baby.charts import save_run_chart
 from baby.config import Config, ConfigError, as_config
 from baby.corpus import Corpus, encode_documents, fingerprint, prepare_corpus, read_documents
-from baby.data import Batches, split_stream
+from baby.data import Batches, split_stream, window_starts
 from baby.distributed import Communicator
 from baby.formats import FormatError, checkpoint_to_dict, model_to_dict, read_checkpoint
 from baby.generate import completion_record, empty_prompt, generate, sampling_ids
@@ -37,12 +37,20 @@ def token_split(cfg: Config, tokens: numpy.ndarray) -> tuple[numpy.ndarray, nump
 
 
 def schedule_notices(cfg: Config, train_tokens: numpy.ndarray) -> list[str]:
-    """A warmup that does not end before the run does never reaches r_learn: say so before any work."""
+    """What the schedule will do that nobody would ask for, said before any work: a warmup that never
+    ends before the run does, and a step that reads the training text more than once."""
+    out = []
     plan = schedule(cfg, Batches(train_tokens, cfg.n_ctx, cfg.batch_size, cfg.seed, cfg.c_shuffle, cfg.c_window_offset))
     if plan.warmup and plan.warmup >= plan.total_steps:
-        return [f"s_warmup={cfg.s_warmup!r} gives {plan.warmup} warmup steps for a run of {plan.total_steps}: "
-                f"the learning rate never reaches r_learn={cfg.r_learn:g} (use s_warmup=auto or a fraction)"]
-    return []
+        out.append(f"s_warmup={cfg.s_warmup!r} gives {plan.warmup} warmup steps for a run of {plan.total_steps}: "
+                   f"the learning rate never reaches r_learn={cfg.r_learn:g} (use s_warmup=auto or a fraction)")
+    windows = max(1, len(window_starts(len(train_tokens), cfg.n_ctx)))
+    per_step = cfg.batch_size * cfg.n_accumulate
+    if per_step > windows:
+        out.append(f"batch_size={cfg.batch_size} x n_accumulate={cfg.n_accumulate} = {per_step:,} windows per step, "
+                   f"but the training text holds {windows:,}: each step reads it about {per_step / windows:,.0f} "
+                   "times over (lower batch_size or n_accumulate, or give more text)")
+    return out
 
 
 def check_memory(cfg: Config, n_vocab: int) -> list[str]:
@@ -128,6 +136,10 @@ def resume(guid: str, root: str | Path = ".", log: Log = say, stop_at: int | Non
         raise RunError(f"run {guid} has no checkpoint to resume" + (
             " (it finished before runs kept their final checkpoint)" if done else "; it is not resumable: delete it"))
     runtime = run.record["runtime"]
+    inputs, digest = runtime.get("inputs"), runtime.get("input_sha256")
+    if not (isinstance(inputs, list) and inputs and all(isinstance(p, str) for p in inputs) and isinstance(digest, str)):
+        raise RunError(f"{store.path('config', guid)}: runtime.inputs and runtime.input_sha256 (the text the run "
+                       "trains on) are missing or damaged; the run cannot be resumed without them")
     model_data, state = read_checkpoint(store.read("checkpoint", guid), str(path))
     docs = read_documents(runtime["inputs"])
     if fingerprint(docs) != runtime["input_sha256"]:

@@ -45,6 +45,18 @@ class Setting:
             raise ValueError(f"setting {self.key!r}: role {self.role!r} is not one of {', '.join(ROLES)}")
 
 
+def split_list(key: str, text: str, sep: str, example: str) -> list[str]:
+    """The items of a list setting (``"conv+induction"``, ``"1M,2M"``); "" is the empty list. Every
+    list setting is read here, so an empty item (``"+"``, ``",,,"``, a trailing separator) is refused
+    the same way everywhere."""
+    if text == "":
+        return []
+    items = [part.strip() for part in text.split(sep)]
+    if not all(items):
+        raise ConfigError(f"{key}={text!r}: an empty item between {sep!r} separators; expected e.g. {example!r}")
+    return items
+
+
 def require(ok: bool, message: str) -> None:
     """Raise ConfigError(message) unless ``ok``: a relation between settings that a variant needs."""
     if not ok:

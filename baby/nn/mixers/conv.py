@@ -21,13 +21,14 @@ from baby.nn.context import Context
 from baby.nn.core import Mixer, register
 from baby.nn.layers import Linear, residual_std, sigmoid, softmax, softmax_backward
 from baby.nn.mixers.kit import recent_window
-from baby.nn.settings import ConfigError, Setting, require
+from baby.nn.settings import ConfigError, Setting, require, split_list
 
 
 def parse_dilations(text: str) -> list[int]:
     """'1,2,4' -> [1, 2, 4]; every entry a positive integer."""
+    parts = split_list("s_conv_dilations", text, ",", "1,2,4")
     try:
-        dilations = [int(part) for part in text.split(",")]
+        dilations = [int(part) for part in parts]
     except ValueError:
         dilations = []
     if not dilations or min(dilations) < 1:
