@@ -1,6 +1,7 @@
-"""Hugging Face interchange: exported models compute our logits in transformers, the exported
-tokenizer gives our ids, BLiMP scores agree, and export -> import is bit-exact; refusals name the
-setting or field. Skipped cleanly without torch / transformers / safetensors (the test extra)."""
+"""Hugging Face interchange, native classes (GPT-2, LLaMA): exported models compute our logits in
+transformers, the exported tokenizer gives our ids, BLiMP scores agree, and export -> import is
+bit-exact; refusals name the setting or field. Remote-code exports: tests/test_hf_remote.py.
+Skipped cleanly without torch / transformers / safetensors (the test extra)."""
 from __future__ import annotations
 
 import json
@@ -143,14 +144,15 @@ def test_a_model_saved_again_by_transformers_comes_back_bit_exact_and_trains_and
     assert plans.evaluate(new, "perplexity", inputs=[str(text)], root=root, log=quiet)["perplexity"] > 1
 
 
-def test_cli_refuses_an_architecture_hf_has_no_class_for(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_cli_exports_an_architecture_hf_has_no_class_for_as_remote_code(tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture) -> None:
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(TEXT, encoding="utf-8")
     guid = plans.train({**BASE, "c_attention": "conv", "n_steps": 2}, [str(corpus)], root=tmp_path, log=quiet)
-    status, _, err = cli(capsys, "export", "--guid", guid, "--out", str(tmp_path / "x"), "--root", str(tmp_path))
-    assert status == 2 and len(err.strip().splitlines()) == 1
-    assert "c_attention='conv'" in err and "exportable: GPT-2" in err
-    assert not (tmp_path / "x").exists()
+    status, out, err = cli(capsys, "export", "--guid", guid, "--out", str(tmp_path / "x"), "--root", str(tmp_path))
+    assert status == 0, err
+    assert "BabyForCausalLM (remote code: load with trust_remote_code=True)" in out
+    assert (tmp_path / "x" / "modeling_baby.py").exists()  # tests/test_hf_remote.py checks what it computes
 
 
 def cli(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
@@ -173,7 +175,9 @@ def test_cli_export_import_and_inference(exported: dict, tmp_path: Path, capsys:
 
 def test_shapes_hf_has_no_class_for_are_refused_listing_what_exports(tmp_path: Path) -> None:
     for settings, key in (({"c_attention": "conv+induction"}, "c_attention"), ({"c_network": "moe"}, "c_network"),
-                          ({"c_norm": "rms"}, "norm"), ({"r_temp": 2.0}, "r_temp"), ({"head_size": 32}, "head_size")):
+                          ({"c_norm": "rms"}, "norm"), ({"r_temp": 2.0}, "r_temp"), ({"head_size": 32}, "head_size"),
+                          ({"c_attention": "moh"}, "c_attention"), ({"c_network": "lor"}, "c_network"),
+                          ({"c_sequence": "post"}, "c_sequence")):
         with pytest.raises(ConfigError, match=f"{key}.*exportable: GPT-2"):
             layout.family(Config(settings))
 

@@ -1,5 +1,7 @@
 """``python -m baby export``: a finished run (or one of its checkpoints) as a directory that
-``transformers.AutoModelForCausalLM.from_pretrained`` and ``AutoTokenizer`` load.
+``transformers.AutoModelForCausalLM.from_pretrained`` and ``AutoTokenizer`` load: as GPT2LMHeadModel or
+LlamaForCausalLM when the run has that shape (``hf.layout``), else as a remote-code model
+(``hf.remote``: load it with ``trust_remote_code=True``).
 
 Everything is built and checked in memory first; then each file is written atomically (a temp name
 in the same folder, then a rename), so a refusal or a crash never leaves a half-written export.
@@ -13,22 +15,24 @@ from typing import Any, Callable
 import numpy
 
 from baby import backend, device
-from baby.hf import safetensors_numpy
-from baby.hf.layout import hf_config, to_hf_tensors
+from baby.config import Config, ConfigError
+from baby.hf import remote, safetensors_numpy
+from baby.hf.layout import family, hf_config, to_hf_tensors
 from baby.hf.tokenizer import special_tokens_map, to_hf, tokenizer_config
-from baby.jsonio import FileFault, probe_writable, temp_path_for, write_json
+from baby.jsonio import FileFault, probe_writable, temp_path_for, write_json, write_text
 from baby.runs import FINETUNED, Run, RunError, RunStore, state_of
 from baby.tokenizers import BOS, EOS, PAD, UNK
 
 FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
-         "tokenizer_config.json", "special_tokens_map.json")
+         "tokenizer_config.json", "special_tokens_map.json")  # and remote.FILES for a remote-code model
 
 
 def generation_config(cfg: Any) -> dict[str, Any]:
     """Our sampling defaults; <unk>, <bos> and <pad> are never sampled here, so they are suppressed."""
     return {"bos_token_id": BOS, "eos_token_id": EOS, "pad_token_id": PAD, "do_sample": cfg.r_sample_temp > 0,
             "temperature": cfg.r_sample_temp or 1.0, "top_k": cfg.n_top_k, "top_p": cfg.r_top_p,
-            "max_new_tokens": cfg.n_sample_tokens, "suppress_tokens": [UNK, BOS, PAD]}
+            "suppress_tokens": [UNK, BOS, PAD],
+            **({"max_new_tokens": cfg.n_sample_tokens} if cfg.n_sample_tokens else {})}  # HF refuses 0
 
 
 def write_safetensors(path: Path, tensors: dict[str, numpy.ndarray], metadata: dict[str, str]) -> None:
@@ -56,20 +60,35 @@ def export(guid: str, out: str | Path, root: str | Path = ".", checkpoint: str =
     if out.exists() and not out.is_dir():
         raise FileFault(f"{out}: exists and is not a directory")
     cfg = device.select(run.cfg, fallback=True)
-    config = hf_config(cfg, run.tokenizer.n_vocab)  # refuses a shape HF has no class for, before loading weights
+    kind = native_family(cfg)
+    # refuses what cannot be represented before loading weights
+    config = hf_config(cfg, run.tokenizer.n_vocab) if kind else remote.remote_config(cfg, run.tokenizer.n_vocab)
     tokenizer = to_hf(run.tokenizer)
     safetensors_numpy()
     model = run.model(checkpoint, cfg)
     ours = {name: backend.to_host(p.data).astype(numpy.float32) for name, p in model.named_parameters()}
-    tensors = to_hf_tensors(cfg, ours)
+    # native: the HF class's names and layouts; remote code: ours as they are
+    tensors = to_hf_tensors(cfg, ours) if kind else {k: numpy.ascontiguousarray(v) for k, v in ours.items()}
     probe_writable(out)
     write_safetensors(out / "model.safetensors", tensors, {"format": "pt", "baby_guid": guid,
                                                            "baby_checkpoint": checkpoint or "final"})
+    if not kind:
+        for name, source in remote.module_sources().items():
+            write_text(out / name, source)
     write_json(out / "config.json", config)
     write_json(out / "generation_config.json", generation_config(cfg))
     write_json(out / "tokenizer.json", tokenizer)
     write_json(out / "tokenizer_config.json", tokenizer_config(cfg.n_ctx))
     write_json(out / "special_tokens_map.json", special_tokens_map())
+    how = config["architectures"][0] + ("" if kind else " (remote code: load with trust_remote_code=True)")
     log(f"exported run {guid}{suffix}{f' checkpoint {checkpoint}' if checkpoint else ''} as "
-        f"{config['architectures'][0]} ({model.n_params():,} parameters, {run.tokenizer.kind} tokenizer) to {out}")
+        f"{how} ({model.n_params():,} parameters, {run.tokenizer.kind} tokenizer) to {out}")
     return out
+
+
+def native_family(cfg: Config) -> str:
+    """GPT2LMHeadModel or LlamaForCausalLM for a shape HF has a class for, else "" (remote code)."""
+    try:
+        return family(cfg)
+    except ConfigError:
+        return ""

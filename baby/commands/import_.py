@@ -1,6 +1,7 @@
-"""``python -m baby import --from DIR``: a GPT2LMHeadModel or LlamaForCausalLM directory (config.json,
-model.safetensors, tokenizer.json) as a new run: config, tokenizer and model files under a new GUID,
-usable by info, inference, finetune and eval. Everything is read and checked before a file is written.
+"""``python -m baby import --from DIR``: a GPT2LMHeadModel or LlamaForCausalLM directory, or a remote-code
+directory exported by us (config.json, model.safetensors, tokenizer.json) as a new run: config,
+tokenizer and model files under a new GUID, usable by info, inference, finetune and eval. Everything
+is read and checked before a file is written.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import numpy
 from baby import backend, device
 from baby.config import Config, ConfigError
 from baby.formats import architecture, encode_tensor, load_weights, model_to_dict
-from baby.hf import safetensors_numpy
+from baby.hf import remote, safetensors_numpy
 from baby.hf.layout import from_hf_tensors, settings_from_hf
 from baby.hf.tokenizer import from_hf
 from baby.jsonio import FileFault, read_json
@@ -54,11 +55,15 @@ def import_run(source: str | Path, root: str | Path = ".", log: Callable[[str], 
     vocab = data.get("vocab_size")
     if vocab != tokenizer.n_vocab:
         raise ConfigError(f"{folder / 'config.json'}: vocab_size={vocab!r}, but tokenizer.json has {tokenizer.n_vocab} ids")
-    cfg = settings_for(data, tokenizer.n_vocab, tokenizer.kind)
-    cfg = device.select(cfg, fallback=True)
-    model = GPT(cfg, tokenizer.n_vocab)
     where = str(folder / "model.safetensors")
-    ours = from_hf_tensors(cfg, read_safetensors(folder / "model.safetensors"), where)
+    if data.get("model_type") == remote.MODEL_TYPE:  # remote code: our settings and our tensors as they are
+        cfg = device.select(remote.settings_from_remote(data, tokenizer.n_vocab, tokenizer.kind,
+                                                        str(folder / "config.json")), fallback=True)
+        ours = read_safetensors(folder / "model.safetensors")
+    else:
+        cfg = device.select(settings_for(data, tokenizer.n_vocab, tokenizer.kind), fallback=True)
+        ours = from_hf_tensors(cfg, read_safetensors(folder / "model.safetensors"), where)
+    model = GPT(cfg, tokenizer.n_vocab)
     model_file = {"format": "baby-model/1", "n_vocab": tokenizer.n_vocab,
                   "tensors": {k: encode_tensor(v) for k, v in ours.items()}}
     load_weights(model, model_file, where)  # names, shapes, finiteness: checked before writing

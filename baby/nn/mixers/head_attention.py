@@ -143,6 +143,8 @@ class GatedHeadAttention(HeadAttention):
     """HeadAttention whose head outputs are weighed by a per-token softmax gate over heads read from
     the block input (``kit.HeadGate``): the common set-up of moh and swh."""
 
+    hf_families = ()  # the gate changes the math: no HF class computes it (exports as remote code)
+
     def __init__(self, cfg: Any, rng: numpy.random.Generator) -> None:
         super().__init__(cfg, rng)
         self.gate = HeadGate(cfg, rng)

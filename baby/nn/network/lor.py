@@ -73,6 +73,8 @@ class LowRankLinear(Module):
 class LowRankMLP(MLP):
     """mlp (expand, GELU, project back) with both projections low-rank adapted."""
 
+    hf_families = ()  # GPT-2's mlp has no low-rank update (exports as remote code)
+
     @classmethod
     def check_config_unchosen(cls, cfg: Any) -> None:
         require(not cfg.c_freeze_base, f"c_freeze_base applies only to c_network=lor (c_network={cfg.c_network!r} "
