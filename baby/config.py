@@ -61,6 +61,7 @@ BASE: tuple[Setting, ...] = (
        choices=("learned", "rope", "none"), role="architecture"),
     _s("c_bias", bool, True, "biases in linear projections (LayerNorm always has its bias)", role="architecture"),
     _s("c_tie", bool, True, "output head shares the token embedding matrix", role="architecture"),
+    _s("c_head_bias", bool, False, "a bias on the output head's logits (the original Little Baby's head has one)", role="architecture"),
     _s("n_ctx", int, 64, "context length in tokens", 1, 1 << 20, role="architecture"),
     _s("n_emb", int, 128, "model width", 1, 1 << 16, role="architecture"),
     _s("head_size", int, 0, "total attention width, divisible by n_heads (0: n_emb)", 0, 1 << 16, role="architecture"),

@@ -108,7 +108,10 @@ def test_norm_gradients(device64: str, name: str) -> None:
     {"r_dropout": 0.3},
     {"c_sequence": "post"},
     {"c_sequence": "post", "c_attention": "conv+induction", "c_network": "swi", "c_norm": "rms", "r_dropout": 0.2},
-], ids=["gpt", "untied-rms-rope", "dropout", "post-norm", "post-norm-conv-induction-swi"])
+    {"c_tie": False, "c_head_bias": True, "c_sequence": "post"},
+    {"c_head_bias": True},
+], ids=["gpt", "untied-rms-rope", "dropout", "post-norm", "post-norm-conv-induction-swi", "original-head-bias-post",
+        "tied-head-bias"])
 def test_whole_model_loss_gradients(device64: str, extra: dict) -> None:
     cfg = Config({**TINY, **extra})
     model = GPT(cfg, n_vocab=11)

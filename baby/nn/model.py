@@ -1,6 +1,7 @@
 """The GPT stack: token (+ learned position) embeddings, blocks of residual sub-blocks (the mixers of
 ``c_attention`` in order, then the ``c_network``; pre-norm, or post-norm with ``c_sequence: "post"``),
-a final norm and the output head.
+a final norm and the output head (tied to the token embedding or its own matrix, with an optional
+bias on the logits, ``c_head_bias``, as the original Little Baby's head has).
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from baby import backend
 from baby.nn import core, variants
 from baby.nn.context import Context
 from baby.nn.core import Module
-from baby.nn.layers import Dropout, Embedding, Linear, matmul2d, normal
+from baby.nn.layers import Dropout, Embedding, Linear, matmul2d, normal, param
 
 if TYPE_CHECKING:
     from baby.config import Config
@@ -90,6 +91,8 @@ class GPT(Module):
         self.blocks = [Block(cfg, rng) for _ in range(cfg.n_layers)]
         self.norm = build_norm(cfg, cfg.c_norm_final)
         self.head = None if cfg.c_tie else Linear(rng, cfg.n_emb, n_vocab, bias=False)
+        # one number per vocabulary id added to the logits (zeros at init, no weight decay)
+        self.head_bias = param(numpy.zeros(n_vocab)) if cfg.c_head_bias else None
         self.h: Any = None
         chosen = {variants.lookup("mixer", m).cls for m in cfg.mixers}
         chosen |= {variants.lookup("network", cfg.c_network).cls} if cfg.c_network else set()
@@ -123,13 +126,19 @@ class GPT(Module):
                 ctx.residual.append(backend.xp.sqrt(backend.xp.mean(x * x, dtype=backend.xp.float64)))
         h = self.norm(x)
         self.h = h
-        return self.head(h) if self.head is not None else matmul2d(h, self.tok.weight.data.T)
+        logits = self.head(h) if self.head is not None else matmul2d(h, self.tok.weight.data.T)
+        if self.head_bias is not None:
+            logits += self.head_bias.data
+        return logits
 
     def backward(self, dlogits: Any) -> None:
         """Accumulate every parameter's gradient from dLoss/dlogits."""
-        # d: logits = h @ W_head (tied: h @ tok^T): dh = dlogits @ W_head^T, dW_head = h^T @ dlogits
-        #    (tied: dtok += dlogits^T @ h); then the final norm, the blocks in reverse, dropout, the embeddings
+        # d: logits = h @ W_head (+ b_head) (tied: h @ tok^T): dh = dlogits @ W_head^T, dW_head = h^T @ dlogits
+        #    (tied: dtok += dlogits^T @ h), db_head = dlogits summed over every position (b is added to each);
+        #    then the final norm, the blocks in reverse, dropout, the embeddings
         h, self.h = self.h, None
+        if self.head_bias is not None:
+            self.head_bias.grad += dlogits.reshape(-1, dlogits.shape[-1]).sum(axis=0)
         if self.head is not None:
             dh = self.head.backward(dlogits)
         else:
@@ -172,7 +181,8 @@ class GPT(Module):
     # ---- vocabulary growth (finetune) --------------------------------------------------------------
 
     def grow_vocab(self, n_vocab: int, seed: int) -> None:
-        """Add rows for new tokens to the embedding (and the untied head); old rows stay as they are."""
+        """Add rows for new tokens to the embedding (and the untied head, and zeros to the head bias);
+        old rows stay as they are."""
         extra = n_vocab - self.n_vocab
         if extra <= 0:
             return
@@ -185,4 +195,7 @@ class GPT(Module):
             cols = normal(rng, (self.cfg.n_emb, extra)).data
             self.head.weight.data = xp.concatenate([self.head.weight.data, cols], axis=1)
             self.head.weight.grad = xp.zeros_like(self.head.weight.data)
+        if self.head_bias is not None:
+            self.head_bias.data = xp.concatenate([self.head_bias.data, xp.zeros(extra, self.head_bias.data.dtype)])
+            self.head_bias.grad = xp.zeros_like(self.head_bias.data)
         self.n_vocab = n_vocab
