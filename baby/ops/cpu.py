@@ -1,10 +1,12 @@
-"""Fast NumPy bodies of the ops: the same math as the references, computed in fewer passes over
-memory (in place, ``out=``) and, on several threads, over blocks of rows on baby's pool (baby/pool.py:
-each block's arrays stay in cache while every step runs on them). Each is held equal to its
-reference by tests/test_ops.py; BABY_OPS=reference (or c_ops) runs the references instead.
+"""Fast NumPy bodies of the ops: the same math as the references in fewer passes over memory (in
+place, ``out=``, no copies), over blocks of rows sized to the L2 cache (``backend.blockwise``: every
+pass of a body over a block reads the cache, not memory; one block after another on one thread, shared
+among the pool's threads when the work is large). Each is held equal to its reference by
+tests/test_ops.py; BABY_OPS=reference (or c_ops=reference) runs the references instead.
 
-Row blocks are fixed by the shape and the thread count, and partial sums are added in row order
-(``add_in_order``), so a run repeats bit for bit.
+Blocks are fixed by the shape, the cache and the thread count, and partial sums are added in row order
+(``add_in_order``), so a run repeats bit for bit. float32 row sums use einsum (``row_sum``), whose
+order of addition differs from NumPy's pairwise sum in the last bits; float64 keeps the pairwise sum.
 """
 from __future__ import annotations
 

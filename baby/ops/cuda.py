@@ -1,13 +1,15 @@
 """Fast CuPy bodies of the ops: fused elementwise kernels, one pass over memory where the reference
-makes several. Compiled on first use through ``backend.elementwise_kernel`` (backend.py is the only
-file that imports CuPy); fp64 inputs run the reference (the kernels compute in fp32)."""
+makes several, compiled on first use through ``backend.elementwise_kernel`` (backend.py is the only
+file that imports CuPy; fp64 inputs run the reference, the kernels compute in fp32); and the softmax
+and the loss in place, so that the largest arrays (attention scores, the logits of a large vocabulary)
+are never copied on the GPU."""
 from __future__ import annotations
 
 from typing import Any
 
 from baby import backend
 from baby.ops import activations as act
-from baby.ops import optim
+from baby.ops import optim, softmax
 from baby.ops.registry import fast
 
 KERNELS = {
@@ -58,3 +60,40 @@ def adamw(g: Any, decay_mask: Any, w: Any, m: Any, v: Any, lr: Any, b1: Any, b2:
         return optim.adamw.reference(g, decay_mask, w, m, v, lr, b1, b2, eps, decay, c1, c2)  # mixed precision
     kernel("adamw")(g, decay_mask, lr, b1, b2, eps, decay, c1, c2, w, m, v)
     return None
+
+
+@fast(softmax.softmax_, "cupy")
+def softmax_(s: Any, axis: int = -1) -> Any:
+    xp = backend.xp
+    s -= s.max(axis=axis, keepdims=True)
+    xp.exp(s, out=s)
+    s /= s.sum(axis=axis, keepdims=True, dtype=backend.accumulator(s.dtype))
+    return s
+
+
+@fast(softmax.softmax_backward_, "cupy")
+def softmax_backward_(p: Any, dp: Any, axis: int = -1) -> Any:
+    dp -= (dp * p).sum(axis=axis, keepdims=True, dtype=backend.accumulator(dp.dtype))
+    dp *= p
+    return dp
+
+
+@fast(softmax.cross_entropy, "cupy")
+def cross_entropy(logits: Any, targets: Any, ignore: int = -1, grad_scale: Any = 1.0) -> tuple[Any, Any]:
+    """One (N, V) buffer, updated in place (fp16 logits in an fp32 one)."""
+    xp = backend.xp
+    z = logits.reshape(-1, logits.shape[-1])
+    t = targets.reshape(-1)
+    valid = t != ignore
+    count = xp.maximum(valid.sum(), 1)
+    weight = valid * (grad_scale / count)
+    rows, safe_t = xp.arange(t.shape[0]), xp.where(valid, t, 0)
+    e = xp.empty(z.shape, dtype=backend.accumulator(z.dtype))
+    xp.subtract(z, z.max(axis=-1, keepdims=True), out=e)
+    picked = e[rows, safe_t]
+    xp.exp(e, out=e)
+    total = e.sum(axis=-1)
+    loss = ((xp.log(total) - picked) * valid).sum(dtype=xp.float64) / count
+    e *= (weight / total).astype(e.dtype)[:, None]  # softmax, scaled per row
+    e[rows, safe_t] -= weight.astype(e.dtype)
+    return loss, (e if e.dtype == logits.dtype else e.astype(logits.dtype)).reshape(logits.shape)
