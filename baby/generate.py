@@ -126,13 +126,18 @@ def generate(model: GPT, prompt: list[int] | numpy.ndarray, max_tokens: int, tem
 # ---- what a command asks of generation: checked sampling settings, the ids never sampled, the record --
 
 def sampling_ids(tokenizer: Tokenizer) -> dict[str, tuple[int, ...]]:
-    """Never sample <unk>, <bos> or <pad>; <eos> ends a completion."""
-    return {"banned": (tokenizer.unk_id, tokenizer.bos_id, tokenizer.pad_id), "stop": (tokenizer.eos_id,)}
+    """Never sample <unk>, <bos> or <pad>; <eos> ends a completion. A vocabulary of the original Little
+    Baby has none of them: every id may be sampled and nothing but max_tokens ends a completion."""
+    banned = (tokenizer.unk_id, tokenizer.bos_id, tokenizer.pad_id)
+    return {"banned": tuple(i for i in banned if i is not None),
+            "stop": (tokenizer.eos_id,) if tokenizer.eos_id is not None else ()}
 
 
 def empty_prompt(tokenizer: Tokenizer) -> list[int]:
-    """Training streams start every document with <bos>, so <bos> is the natural empty prompt."""
-    return [tokenizer.bos_id]
+    """Training streams start every document with <bos>, so <bos> is the natural empty prompt. The
+    original Little Baby has no <bos>: its generate() starts an empty prompt from id 0 (the first
+    symbol of its sorted vocabulary), and so does this."""
+    return [tokenizer.bos_id] if tokenizer.bos_id is not None else [0]
 
 
 def completion_record(tokenizer: Tokenizer, prompt: str, gen: Any, max_tokens: int,

@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import numpy
 
-from baby import backend, device
+from baby import backend, device, original
 from baby.config import Config, ConfigError
 from baby.formats import architecture, encode_tensor, load_weights, model_to_dict
 from baby.hf import remote, safetensors_numpy
@@ -50,6 +50,9 @@ def import_run(source: str | Path, root: str | Path = ".", log: Callable[[str], 
     folder = Path(source)
     if not folder.is_dir():
         raise FileFault(f"{folder}: no such directory (expected config.json, model.safetensors, tokenizer.json)")
+    hf = (folder / "config.json").is_file()  # an HF directory (its tokenizer_config.json is no file of the original's)
+    if not hf and original.is_original(folder):  # config_<guid>.json, tokenizer_<guid>.json, model_<guid>.json
+        return original.import_original(folder, root, log)
     data = read_json(folder / "config.json", "HF config file")
     tokenizer = from_hf(read_json(folder / "tokenizer.json", "HF tokenizer file"), str(folder / "tokenizer.json"))
     vocab = data.get("vocab_size")

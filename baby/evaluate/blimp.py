@@ -2,7 +2,9 @@
 
 Protocol (``shared/data/FINDINGS.md`` §2 beside the repository, the BabyLM 2023/2024 way with a BOS-adding tokenizer):
   * a sentence's score is the sum of log p(token | <bos>, earlier tokens) over all its tokens, with
-    no <eos>, no leading space and no length normalisation (``scoring.sentence_logprobs``);
+    no <eos>, no leading space and no length normalisation (``scoring.sentence_logprobs``). A run of
+    the original Little Baby has no <bos> (nor <unk>): its sentences are scored from their second
+    token, and pairs holding a symbol outside its vocabulary are left out, both said in the result;
   * a pair is correct iff score(good) > score(bad) strictly. Exact ties are counted and reported:
     they are wrong in ``accuracy`` and right in ``accuracy_babylm`` (the BabyLM harnesses take an
     argmax, which returns the good sentence on a tie - a model that gives both sentences the same
@@ -26,9 +28,10 @@ from typing import Any, Callable
 import numpy
 
 from baby import backend
-from baby.evaluate.scoring import encode_sentences, sequence_logprobs
+from baby.evaluate.scoring import encode_sentences, padding_id, scored_from, sequence_logprobs
 from baby.progress import ProgressLog
 from baby.nn.model import GPT
+from baby.nn.settings import ConfigError
 from baby.runs import RunError
 from baby.tokenizers import Tokenizer
 
@@ -134,18 +137,47 @@ def aggregate(pairs: list[Pair], good: numpy.ndarray, bad: numpy.ndarray) -> dic
 def evaluate_blimp(model: GPT, tokenizer: Tokenizer, pairs: list[Pair], batch_size: int = 64,
                    pad_side: str = "right", log: Callable[[str], None] = print) -> dict[str, Any]:
     """Score every pair and aggregate; adds timing and <unk> counts to ``aggregate``'s result."""
+    pairs, left_out = encodable_pairs(tokenizer, pairs)
+    if left_out:
+        log(f"notice: {left_out} pairs left out: they hold symbols outside this run's vocabulary, which has no "
+            f"<unk> (the original Little Baby's); {len(pairs)} pairs scored")
+    if tokenizer.bos_id is None:
+        log("notice: this vocabulary has no <bos>: each sentence is scored from its second token (the first is "
+            "context only)")
     sequences, with_unknown = encode_sentences(tokenizer, [p.good for p in pairs] + [p.bad for p in pairs])
     if with_unknown:
         log(f"notice: {with_unknown} of {len(sequences)} sentences hold symbols outside the vocabulary (<unk>)")
     report = ProgressLog(log)
     start = time.perf_counter()
-    scores = sequence_logprobs(model, sequences, batch_size, pad_side, pad_id=tokenizer.pad_id, progress=report)
+    scores = sequence_logprobs(model, sequences, batch_size, pad_side, pad_id=padding_id(tokenizer), progress=report)
     backend.sync()
     seconds = time.perf_counter() - start
     result = aggregate(pairs, scores[:len(pairs)], scores[len(pairs):])
     n_tokens = sum(len(s) - 1 for s in sequences)
-    return {**result, "unknown_sentences": with_unknown, "scored_tokens": n_tokens, "seconds": seconds,
+    return {**result, "unknown_sentences": with_unknown, "left_out_pairs": left_out,
+            "scored_from": scored_from(tokenizer), "scored_tokens": n_tokens, "seconds": seconds,
             "pairs_per_second": len(pairs) / seconds if seconds > 0 else 0.0}
+
+
+def encodable_pairs(tokenizer: Tokenizer, pairs: list[Pair]) -> tuple[list[Pair], int]:
+    """The pairs both of whose sentences the tokenizer encodes, and how many were left out. Only a
+    vocabulary without <unk> (the original Little Baby's) refuses a symbol; it cannot score such a
+    sentence, and scoring the rest is the fair comparison (each pair is judged on its own)."""
+    if tokenizer.unk_id is not None:
+        return pairs, 0
+
+    def encodes(text: str) -> bool:
+        try:
+            tokenizer.encode(text)
+        except ConfigError:
+            return False
+        return True
+
+    kept = [p for p in pairs if encodes(p.good) and encodes(p.bad)]
+    if not kept and pairs:
+        raise RunError(f"none of the {len(pairs)} pairs can be scored: each holds symbols outside this run's "
+                       f"vocabulary of {tokenizer.n_vocab} pieces, which has no <unk>")
+    return kept, len(pairs) - len(kept)
 
 
 def pct(x: float) -> str:

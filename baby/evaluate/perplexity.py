@@ -15,6 +15,10 @@ document boundaries included, since they are part of what the model was trained 
     word_perplexity  = exp(total NLL / whitespace-separated words of the text)
     bits_per_byte    = total NLL / ln 2 / UTF-8 bytes of the text
 The last two do not depend on the tokenizer, so they compare char, word and BPE models.
+
+A vocabulary of the original Little Baby has no <bos>/<eos>: there the stream is the documents' tokens
+one after the other, as the original reads its one text file, and a symbol outside the vocabulary is
+refused in one line (it has no <unk> to stand for it).
 """
 from __future__ import annotations
 
@@ -22,10 +26,13 @@ import math
 import time
 from typing import Any
 
+import numpy
+
 from baby import backend
 from baby.corpus import count_words, encode_documents
-from baby.evaluate.scoring import sequence_logprobs
+from baby.evaluate.scoring import padding_id, sequence_logprobs
 from baby.nn.model import GPT
+from baby.nn.settings import ConfigError
 from baby.tokenizers import Tokenizer
 
 
@@ -35,10 +42,15 @@ def evaluate_perplexity(model: GPT, tokenizer: Tokenizer, docs: list[str], batch
     stride = stride or n_ctx
     if not 1 <= stride <= n_ctx:
         raise ValueError(f"stride={stride} must be in 1..n_ctx={n_ctx}")
-    stream, unknown = encode_documents(tokenizer, docs)
+    if tokenizer.bos_id is not None:
+        stream, unknown = encode_documents(tokenizer, docs)
+    else:
+        stream, unknown = numpy.concatenate([tokenizer.encode(d) for d in docs]).astype(numpy.int32), 0
+    if len(stream) < 2:
+        raise ConfigError(f"the text holds {len(stream)} token(s): perplexity needs at least two (one to predict)")
     start = time.perf_counter()
     logprob = float(sequence_logprobs(model, [stream], batch_size, pad_side, stride=stride,
-                                      pad_id=tokenizer.pad_id)[0])
+                                      pad_id=padding_id(tokenizer))[0])
     backend.sync()
     seconds = time.perf_counter() - start
     nll, predicted = -logprob, len(stream) - 1

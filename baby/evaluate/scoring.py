@@ -2,7 +2,9 @@
 
 A sequence ``s_0 s_1 ... s_{n-1}`` is scored as  sum_{t>=1} log p(s_t | s_0 .. s_{t-1}):  the first
 token is context only. A sentence is scored as the sequence ``<bos> tokens`` (no ``<eos>``), so every
-token of the sentence - the first one included - is scored, the first given ``<bos>`` alone.
+token of the sentence - the first one included - is scored, the first given ``<bos>`` alone. A
+vocabulary of the original Little Baby has no ``<bos>``: there a sentence is its tokens alone, so its
+first token is context only and the score starts at the second (``scored_from`` says which).
 
 How the work is batched:
   * identical sequences (after tokenization) are scored once. Besides saving time this makes two
@@ -10,7 +12,7 @@ How the work is batched:
     whatever batches they would have landed in;
   * every sequence becomes one or more windows (rows) of at most ``n_ctx`` inputs; rows are sorted by
     length and cut into batches, so a batch is padded only to its own longest row;
-  * padding uses ``<pad>`` ids and a (B, T) ``valid`` mask given to ``model.context``: positions are
+  * padding uses ``<pad>`` ids (id 0 for a vocabulary without one) and a (B, T) ``valid`` mask given to ``model.context``: positions are
     counted from the mask and attention never looks at padded keys, so left and right padding give
     the same scores (right padding is the default: in a causal model the pads after a row cannot
     reach its real tokens even in a mixer that ignored the mask).
@@ -147,9 +149,22 @@ def target_logprobs(model: GPT, ids: numpy.ndarray, targets: numpy.ndarray, vali
     return backend.to_host(logp).astype(numpy.float64)
 
 
+def scored_from(tokenizer: Tokenizer) -> str:
+    """Which tokens of a sentence are scored: all ("bos": given <bos>) or all but the first ("second
+    token": a vocabulary without <bos>, the original Little Baby's)."""
+    return "bos" if tokenizer.bos_id is not None else "second token"
+
+
+def padding_id(tokenizer: Tokenizer) -> int:
+    """The id that fills padded positions: <pad>, or any id (0) where there is none - a padded
+    position is masked, so what it holds never reaches a real token's score."""
+    return tokenizer.pad_id if tokenizer.pad_id is not None else 0
+
+
 def encode_sentences(tokenizer: Tokenizer, sentences: Sequence[str]) -> tuple[list[numpy.ndarray], int]:
-    """``<bos> tokens`` for each sentence, and how many sentences hold an <unk> token."""
-    bos = numpy.array([tokenizer.bos_id], numpy.int64)
+    """``<bos> tokens`` for each sentence (``tokens`` without a <bos>), and how many sentences hold an
+    <unk> token."""
+    bos = numpy.array([tokenizer.bos_id] if tokenizer.bos_id is not None else [], numpy.int64)
     out, with_unknown = [], 0
     for s in sentences:
         ids = tokenizer.encode(s)
@@ -161,10 +176,12 @@ def encode_sentences(tokenizer: Tokenizer, sentences: Sequence[str]) -> tuple[li
 def sentence_logprobs(model: GPT, tokenizer: Tokenizer, sentences: list[str], batch_size: int = 64,
                       pad_side: str = "right", progress: Progress | None = None) -> numpy.ndarray:
     """Total log-probability of each sentence (float64, host): sum over all its tokens of
-    log p(token_t | <bos>, tokens_<t); no <eos>, no length normalisation. Sentences with more than
-    n_ctx tokens use the sliding window of ``sequence_logprobs`` (stride n_ctx // 2)."""
+    log p(token_t | <bos>, tokens_<t) (without <bos>: over its tokens after the first); no <eos>, no
+    length normalisation. Sentences with more than n_ctx tokens use the sliding window of
+    ``sequence_logprobs`` (stride n_ctx // 2)."""
     sequences, _ = encode_sentences(tokenizer, sentences)
-    return sequence_logprobs(model, sequences, batch_size, pad_side, pad_id=tokenizer.pad_id, progress=progress)
+    return sequence_logprobs(model, sequences, batch_size, pad_side, pad_id=padding_id(tokenizer), progress=progress)
 
 
-__all__ = ["sentence_logprobs", "sequence_logprobs", "encode_sentences", "window_plan", "PAD_SIDES"]
+__all__ = ["sentence_logprobs", "sequence_logprobs", "encode_sentences", "scored_from", "padding_id", "window_plan",
+           "PAD_SIDES"]
