@@ -68,6 +68,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="GUID", help="continue this run from its last checkpoint; with --set "
                    f"only {', '.join(resumable_keys())} may change (e.g. a lower r_learn after a "
                    "divergence, n_steps to extend a finished run)")
+    p.add_argument("--from-step", type=int, metavar="S", help="with --resume: roll back to this rollback point "
+                   "(an earlier checkpoint; info and runs list them) instead of the last checkpoint")
+    p.add_argument("--skip-batches", action="store_true", help="with --from-step: also skip the batches between "
+                   "the rollback point and the step where the run diverged")
 
     p = add("finetune", "train a run further on new text (writes _finetuned files)")
     p.add_argument("--guid", required=True, help="the run to train further")
@@ -198,8 +202,11 @@ def dispatch(args: argparse.Namespace) -> int:
         if args.resume:
             if args.config:
                 raise ConfigError("--resume continues with the run's own settings: drop --config")
-            plans.run_plan("resume", guid=args.resume, overrides=overrides(args.set), **common)
+            plans.run_plan("resume", guid=args.resume, overrides=overrides(args.set), from_step=args.from_step,
+                           skip_batches=args.skip_batches, **common)
             return 0
+        if args.from_step is not None or args.skip_batches:
+            raise ConfigError("--from-step and --skip-batches go with --resume GUID")
         if not args.config:
             raise ConfigError("train needs --config (e.g. configs/cpu.json) or --resume GUID")
         plans.run_plan("train", config=args.config, inputs=args.input, overrides=overrides(args.set), **common)

@@ -89,6 +89,13 @@ BASE: tuple[Setting, ...] = (
     _s("n_eval_every", int, 0, "steps between validation losses (0: about 10 per run)", 0, 1 << 30, role="runtime", resume=True),
     _s("n_eval_batches", int, 20, "batches per validation loss", 1, 1 << 20, role="runtime"),
     _s("n_checkpoint_every", int, 0, "steps between resumable checkpoints (0: at every evaluation)", 0, 1 << 30, role="runtime", resume=True),
+    _s("n_rollback", int, 2, "earlier checkpoints kept as rollback points beside the latest (each about 3x the "
+       "model file): train --resume G --from-step S continues from one", 0, 1000, role="runtime", resume=True),
+    _s("r_spike_loss", float, 2.0, "stop when a progress line's loss is this many nats (and 4 standard deviations) "
+       "above the mean of the last 8 lines (0: off), while a rollback point from before the spike is kept", 0.0, 100.0,
+       role="optimisation", resume=True),
+    _s("r_spike_norm", float, 100.0, "stop when the gradient norm of a logged step is this many times the median "
+       "of the last 8 logged steps (0: off)", 0.0, 1e6, role="optimisation", resume=True),
     _s("n_log_every", int, 0, "steps between progress lines (0: about 50 per run)", 0, 1 << 30, role="runtime", resume=True),
     _s("s_checkpoint_words", str, "", "learning-curve checkpoints at these counts of words seen, e.g. "
        "\"1M,2M,5M\" (K and M suffixes): models/model_<guid>_chck_1M.json ...", role="runtime"),

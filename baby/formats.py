@@ -180,6 +180,9 @@ def read_checkpoint(data: Any, where: str) -> tuple[dict[str, Any], dict[str, An
     if len({state[key].size for key in tensors}) != 1:
         raise FormatError(f"{where}: trainer.{', '.join(tensors)} must have one length, found "
                           f"{', '.join(str(state[key].size) for key in tensors)}")
+    if "batch_offset" in state and (not isinstance(state["batch_offset"], int) or isinstance(state["batch_offset"], bool)
+                                    or state["batch_offset"] < 0):
+        raise FormatError(f"{where}: trainer.batch_offset must be an integer >= 0")
     for key, kind in (("clipped_steps", int), ("adam_applied", (int, float)), ("loss_scale", dict)):
         if key in state and (not isinstance(state[key], kind) or isinstance(state[key], bool)):
             raise FormatError(f"{where}: trainer.{key} has the wrong type ({type(state[key]).__name__})")

@@ -36,7 +36,8 @@ FOLDERS = {"config": "configs", "tokenizer": "tokenizers", "model": "models", "c
            "report": "outputs", "completion": "outputs", "eval": "outputs", "chart": "outputs"}
 EXTENSIONS = {"chart": ".png"}  # every other kind is JSON
 FINETUNED = "_finetuned"  # the suffix of a finetuned run's files
-SUFFIX = re.compile(r"(|_finetuned|_\d{14}|_chck_[0-9A-Za-z.]+|_finetuned_\d{14})")
+SUFFIX = re.compile(r"(|_finetuned|_\d{14}|_chck_[0-9A-Za-z.]+|_finetuned_\d{14}|_step_\d+)")
+ROLLBACK = re.compile(r"checkpoint_(?P<guid>[0-9a-f-]+)_step_(?P<step>\d+)\.json")
 
 
 # A GUID, run file or path that cannot be used; the message says which and why. One kind with the
@@ -131,6 +132,36 @@ class RunStore:
             read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
             if read_only or not os.access(folder, os.W_OK | os.X_OK):
                 raise RunError(f"{folder}: cannot remove files here ({'read-only file system' if read_only else 'permission denied'}); nothing was removed")
+
+    # ---- rollback points: earlier checkpoints, kept as checkpoint_<guid>_step_<N>.json --------------
+
+    def rollback_points(self, guid: str) -> list[int]:
+        """Steps of the earlier checkpoints kept beside the latest one, oldest first."""
+        folder = self.root / FOLDERS["checkpoint"]
+        found = (ROLLBACK.fullmatch(p.name) for p in folder.glob(f"checkpoint_{check_guid(guid)}_step_*.json"))
+        return sorted(int(m["step"]) for m in found if m and m["guid"] == guid)
+
+    def keep_rollback_point(self, guid: str, step: int) -> None:
+        """Keep the latest checkpoint (of ``step``) as a rollback point before it is replaced: a hard
+        link, so it costs no copy (a copy where the file system has no links)."""
+        latest, point = self.path("checkpoint", guid), self.path("checkpoint", guid, f"_step_{step}")
+        if not latest.exists() or point.exists():
+            return
+        try:
+            os.link(latest, point)
+        except OSError:
+            write_json(point, read_json(latest, "checkpoint file"))
+
+    def prune_rollback_points(self, guid: str, keep: int, after: int | None = None) -> list[int]:
+        """Remove all but the newest ``keep`` rollback points (and, with ``after``, every point past that
+        step: a run rolled back leaves the trajectory it abandoned). Returns the steps removed."""
+        steps = self.rollback_points(guid)
+        drop = [s for s in steps if after is not None and s > after]
+        kept = [s for s in steps if s not in drop]
+        drop += kept[:max(len(kept) - keep, 0)]
+        for step in drop:
+            self.path("checkpoint", guid, f"_step_{step}").unlink(missing_ok=True)
+        return sorted(drop)
 
     def guids(self) -> list[str]:
         directory = self.root / "configs"

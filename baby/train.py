@@ -47,7 +47,12 @@ class TrainingHalted(RuntimeError):
 
 
 class Diverged(TrainingHalted):
-    """The loss or the gradient norm became non-finite; nothing non-finite was written."""
+    """The loss or the gradient norm became non-finite, or spiked far above its recent values; nothing
+    non-finite (nothing of the spiked step) was written. ``step``: where training stopped."""
+
+    def __init__(self, message: str, step: int = 0) -> None:
+        super().__init__(message)
+        self.step = step
 
 
 class Stopped(TrainingHalted):
@@ -131,7 +136,8 @@ class Trainer:
     def __init__(self, cfg: Config, model: GPT, train_tokens: numpy.ndarray, val_tokens: numpy.ndarray,
                  log: Log = print, checkpoint: Callable[[dict[str, Any]], None] | None = None,
                  words_per_token: float = 0.0, on_words: Callable[[str], None] | None = None,
-                 resume_hint: str = "", comm: Communicator | None = None) -> None:
+                 resume_hint: str = "", comm: Communicator | None = None,
+                 rollback_points: Callable[[], list[int]] | None = None) -> None:
         self.cfg, self.model, self.log, self.checkpoint = cfg, model, log, checkpoint
         self.val_tokens = val_tokens
         self.comm = comm or Communicator()  # data parallelism: this rank trains its shard of each batch
@@ -160,6 +166,9 @@ class Trainer:
         self.words_per_token, self.on_words = words_per_token, on_words
         self.word_marks = parse_word_counts(cfg.s_checkpoint_words) if on_words else []
         self.resume_hint = resume_hint  # the command that continues this run, for the stop lines
+        self.rollback_points = rollback_points  # the checkpoint steps a diverged run can go back to
+        self.recent: list[tuple[float, float]] = []  # (loss, gradient norm) of the last 8 progress lines
+        self.batch_offset = 0  # batches skipped by a rollback (--skip-batches): step s trains batch s + offset
         self.first_bad: Any = None  # device: (step, loss, grad norm) of the first non-finite step
         self.signal: int | None = None
         self.stopping = False  # a signal every rank has agreed on (the one rank: as soon as it comes)
@@ -169,7 +178,7 @@ class Trainer:
     def micro_batches(self) -> Iterator[tuple[Any, Any, Any]]:
         cfg = self.cfg
         for micro in range(cfg.n_accumulate):
-            x, y = self.batches.batch(self.step * cfg.n_accumulate + micro)
+            x, y = self.batches.batch((self.step + self.batch_offset) * cfg.n_accumulate + micro)
             # several ranks: each shard draws its own dropout (one process keeps its historical keys)
             ranked = (self.comm.rank,) if self.comm.size > 1 else ()
             yield x, y, backend.rng(cfg.seed, 1, self.step, micro, *ranked)
@@ -204,17 +213,48 @@ class Trainer:
         else:
             self.first_bad = xp.where(bad & (self.first_bad[0] < 0), now, self.first_bad)
 
+    def recovery_hint(self) -> str:
+        """Where a diverged run can go back to, and the command that does it."""
+        if not self.resume_hint:
+            return ""
+        points = self.rollback_points() if self.rollback_points else []
+        if not points:
+            return f"; resume from the last checkpoint with: {self.resume_hint} --set r_learn=<lower>"
+        return (f"; rollback points: step{'s' if len(points) > 1 else ''} {', '.join(map(str, points))}; continue from "
+                f"one with: {self.resume_hint} --from-step {points[0]} --set r_learn=<lower> "
+                "(add --skip-batches to skip the batches between it and this step)")
+
     def check_health(self, val_loss: float | None = None) -> None:
         """Raise Diverged if any step so far went non-finite (one host read, at the log cadence)."""
-        hint = f"; resume from the last checkpoint with: {self.resume_hint} --set r_learn=<lower>" if self.resume_hint else ""
         if self.first_bad is not None:
             step, loss, norm = (float(v) for v in backend.to_host(self.first_bad))
             if step >= 0:
                 raise Diverged(f"training diverged at step {int(step)}: loss {loss}, gradient norm {norm}; "
-                               f"nothing non-finite was saved{hint}")
+                               f"nothing non-finite was saved{self.recovery_hint()}", self.step)
         if val_loss is not None and not math.isfinite(val_loss):
             raise Diverged(f"training diverged by step {self.step}: validation loss {val_loss}; "
-                           f"nothing non-finite was saved{hint}")
+                           f"nothing non-finite was saved{self.recovery_hint()}", self.step)
+
+    def check_spike(self, loss: float, grad_norm: Any) -> None:
+        """Raise Diverged when the loss of this progress line is far above the mean of the recent ones
+        (r_spike_loss nats) or the gradient norm far above their median (r_spike_norm times): a spike
+        is stopped before a checkpoint saves it, while the rollback points still hold weights from
+        before it (PaLM rolls back about 100 steps before a spike and skips the batches after)."""
+        cfg, norm = self.cfg, float(backend.to_host(grad_norm))
+        if len(self.recent) >= 4:
+            losses, norms = [r[0] for r in self.recent], sorted(r[1] for r in self.recent)
+            mean, median = sum(losses) / len(losses), norms[len(norms) // 2]
+            spread = math.sqrt(sum((x - mean) ** 2 for x in losses) / len(losses))
+            what = ""  # a noisy run (one small batch per line) must rise above its own noise too: 4 sigma
+            if cfg.r_spike_loss > 0 and loss > mean + max(cfg.r_spike_loss, 4 * spread):
+                what = f"loss {loss:.4f} against a mean of {mean:.4f} over the last {len(losses)} lines (r_spike_loss={cfg.r_spike_loss:g})"
+            elif cfg.r_spike_norm > 0 and math.isfinite(norm) and norm > cfg.r_spike_norm * median:
+                what = f"gradient norm {norm:.4g} against a median of {median:.4g} (r_spike_norm={cfg.r_spike_norm:g})"
+            if what:
+                raise Diverged(f"loss spike at step {self.step}: {what}; nothing of it was saved{self.recovery_hint()}",
+                               self.step)
+        if math.isfinite(norm):
+            self.recent = (self.recent + [(loss, norm)])[-8:]
 
     def lr(self) -> float:
         c = self.cfg
@@ -260,6 +300,7 @@ class Trainer:
             if self.logs_after(self.step):
                 self.check_health()
                 loss = self.agree(window_loss) / window_steps
+                self.check_spike(loss, result.grad_norm)
                 elapsed = watch.seconds()  # the window's training time (the one sync of the window)
                 self.seconds += elapsed
                 speed = window_steps * self.tokens_per_step / max(elapsed, 1e-9)
@@ -379,7 +420,7 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         opt = self.opt.state_dict()
         state = {"step": self.step, "seconds": self.seconds, "curves": self.curves, "lines": self.lines,
-                 "clipped_steps": self.clipped_steps,
+                 "clipped_steps": self.clipped_steps, "batch_offset": self.batch_offset,
                  "adam_t": opt["t"], "adam_m": backend.to_host(opt["m"]), "adam_v": backend.to_host(opt["v"])}
         if self.scaler is not None:  # fp16: the fp32 masters and the loss scale resume exactly too
             state.update(adam_master=backend.to_host(opt["master"]), adam_applied=float(backend.to_host(opt["applied"])),
@@ -391,6 +432,7 @@ class Trainer:
         self.curves = {key: list(state["curves"].get(key, [])) for key in self.curves}
         self.lines = list(state["lines"])
         self.clipped = int(state.get("clipped_steps", 0))
+        self.batch_offset = int(state.get("batch_offset", 0))
         self.opt.load_state_dict({"t": state["adam_t"], "m": state["adam_m"], "v": state["adam_v"],
                                   "master": state.get("adam_master"), "applied": state.get("adam_applied", state["adam_t"])})
         if self.scaler is not None and isinstance(state.get("loss_scale"), dict):

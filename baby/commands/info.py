@@ -51,6 +51,10 @@ def run_info(guid: str, root: str | Path = ".") -> dict[str, Any]:
                                                  "tokens_per_second", "achieved_gflops", "final_train_loss",
                                                  "final_val_loss", "best_val_loss", "unigram_entropy")}
     out["checkpoints"] = sorted(p.stem.split("_chck_")[1] for p in store.files(guid) if "_chck_" in p.name)
+    out["rollback_points"] = store.rollback_points(guid)
+    diverged = out["runtime"].get("diverged")
+    if isinstance(diverged, dict) and out["status"].get("state", "").startswith("interrupted"):
+        out["status"]["state"] = f"stopped on a divergence at step {diverged.get('step')}, resumable"
     return out
 
 
@@ -72,6 +76,9 @@ def format_info(data: dict[str, Any]) -> str:
     lines += [f"    {name:<60} {size:,} bytes" for name, size in data["files"].items()]
     if data.get("checkpoints"):
         lines.append("  learning-curve checkpoints: " + ", ".join(data["checkpoints"]))
+    if data.get("rollback_points"):
+        lines.append("  rollback points   steps " + ", ".join(map(str, data["rollback_points"]))
+                     + " and the latest checkpoint (train --resume G --from-step S)")
     return "\n".join(lines)
 
 

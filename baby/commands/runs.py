@@ -60,7 +60,8 @@ def run_row(store: RunStore, guid: str, suffix: str = "") -> dict[str, Any]:
             "best_val_loss": report.get("best_val_loss"), "imported_from": runtime.get("imported_from"),
             "results": _results(store, guid) if not suffix else {},
             "checkpoints": sorted(p.stem.split("_chck_")[1] for p in store.files(guid) if "_chck_" in p.name)
-            if not suffix else []}
+            if not suffix else [],
+            "rollback_points": store.rollback_points(guid) if not suffix else []}
 
 
 def runs(root: str | Path = ".") -> list[dict[str, Any]]:
@@ -96,6 +97,9 @@ def format_runs(rows: list[dict[str, Any]], root: str | Path) -> str:
             lines.append(_line(row["finetuned"], "  finetuned "))
         if row.get("checkpoints"):
             lines.append(f"  checkpoints {', '.join(row['checkpoints'])}")
+        if row.get("rollback_points"):
+            lines.append(f"  rollback points (train --resume G --from-step S): steps "
+                         f"{', '.join(map(str, row['rollback_points']))} and the latest checkpoint")
     return "\n".join(lines)
 
 

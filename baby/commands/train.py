@@ -23,6 +23,7 @@ from baby.memory import check_fits
 from baby.nn.model import GPT
 from baby.progress import Log, quiet, say
 from baby.replicas import replica_count
+from baby.jsonio import read_json, write_json
 from baby.runs import Run, RunError, RunStore, check_guid, new_guid, resume_command
 from baby.tokenizers import Tokenizer, tokenizer_digest
 from baby.train import Diverged, Trainer, schedule, unigram_entropy
@@ -110,9 +111,14 @@ def train(config: Config | dict[str, Any] | str | Path, inputs: list[str] | None
 
 
 def resume(guid: str, root: str | Path = ".", log: Log = say, stop_at: int | None = None,
-           overrides: dict[str, Any] | None = None) -> str:
+           overrides: dict[str, Any] | None = None, from_step: int | None = None, skip_batches: bool = False) -> str:
     """Continue a run from its last checkpoint, on the same text. ``overrides`` may change only
-    resumable_keys() (e.g. a lower r_learn after a divergence, or n_steps to extend a finished run)."""
+    resumable_keys() (e.g. a lower r_learn after a divergence, or n_steps to extend a finished run).
+
+    ``from_step`` rolls back instead: training continues from that rollback point (an earlier
+    checkpoint kept beside the latest); the points after it are removed, as the trajectory they
+    belong to is abandoned. ``skip_batches`` also skips the batches between that point and the step
+    where the run diverged (PaLM's recipe for loss spikes)."""
     store = RunStore(root)
     run = Run(store, guid)
     overrides = dict(overrides or {})
@@ -131,6 +137,8 @@ def resume(guid: str, root: str | Path = ".", log: Log = say, stop_at: int | Non
         if notice:
             log(f"notice: {notice}")
     path = store.path("checkpoint", guid)
+    if from_step is not None:
+        path = rollback_path(store, guid, from_step)
     if not path.exists():
         done = store.path("model", guid).exists()
         raise RunError(f"run {guid} has no checkpoint to resume" + (
@@ -140,14 +148,26 @@ def resume(guid: str, root: str | Path = ".", log: Log = say, stop_at: int | Non
     if not (isinstance(inputs, list) and inputs and all(isinstance(p, str) for p in inputs) and isinstance(digest, str)):
         raise RunError(f"{store.path('config', guid)}: runtime.inputs and runtime.input_sha256 (the text the run "
                        "trains on) are missing or damaged; the run cannot be resumed without them")
-    model_data, state = read_checkpoint(store.read("checkpoint", guid), str(path))
+    model_data, state = read_checkpoint(read_json(path, "checkpoint file"), str(path))
+    rollback = None
+    if from_step is not None:
+        diverged = runtime.get("diverged") if isinstance(runtime.get("diverged"), dict) else {}
+        skip = max(int(diverged.get("step", from_step)) - from_step, 0) if skip_batches else 0
+        if skip_batches and not diverged:
+            raise ConfigError(f"--skip-batches skips the batches between the rollback point and the divergence, "
+                              f"but run {guid} did not stop on a divergence")
+        state["batch_offset"] = int(state.get("batch_offset", 0)) + skip
+        rollback = {"from_step": from_step, "skipped_batches": skip, "set": overrides,
+                    **({"diverged": diverged} if diverged else {})}
+    elif skip_batches:
+        raise ConfigError("--skip-batches goes with --from-step S (a rollback point)")
     docs = read_documents(runtime["inputs"])
     if fingerprint(docs) != runtime["input_sha256"]:
         raise RunError(f"the input {runtime['inputs']} changed since run {guid} started; cannot resume exactly")
     tokens, _ = encode_documents(run.tokenizer, docs)
     train_tokens, val_tokens = token_split(cfg, tokens)
     total = schedule(cfg, Batches(train_tokens, cfg.n_ctx, cfg.batch_size, cfg.seed, cfg.c_shuffle,
-                                  cfg.c_sequence)).total_steps
+                                  cfg.c_window_offset)).total_steps
     step = state["step"]
     finished = store.path("model", guid).exists()
     if step > total or (step == total and finished):
@@ -159,7 +179,17 @@ def resume(guid: str, root: str | Path = ".", log: Log = say, stop_at: int | Non
     if comm.rank == 0:
         store.check_writable()
     comm.barrier()  # every rank has read the checkpoint before rank 0 may write
-    if overrides and comm.rank == 0:
+    if rollback is not None and comm.rank == 0:  # the rollback point becomes the latest checkpoint
+        write_json(store.path("checkpoint", guid), read_json(path, "checkpoint file"))
+        for gone in store.prune_rollback_points(guid, cfg.n_rollback, after=from_step):
+            log(f"removed rollback point {gone} (after step {from_step}: the trajectory left behind)")
+        rest = {k: v for k, v in runtime.items() if k != "diverged"}  # the divergence moves into the history
+        history = list(runtime.get("rollbacks", [])) + [rollback]
+        store.write("config", guid, {**run.record, "settings": cfg.to_dict(), "runtime": {**rest, "rollbacks": history}})
+        runtime = rest
+        log(f"rolling back to step {from_step}" + (f", skipping {rollback['skipped_batches']} batches"
+                                                   if rollback["skipped_batches"] else ""))
+    elif overrides and comm.rank == 0:
         history = list(runtime.get("resumed", [])) + [{"step": step, "set": overrides}]
         store.write("config", guid, {**run.record, "settings": cfg.to_dict(), "runtime": {**runtime, "resumed": history}})
     if overrides:
@@ -169,6 +199,18 @@ def resume(guid: str, root: str | Path = ".", log: Log = say, stop_at: int | Non
                              stop_at, state, comm=comm)
 
 
+def rollback_path(store: RunStore, guid: str, step: int) -> Path:
+    """The checkpoint of a rollback point: a kept earlier one, or the latest when it is at ``step``."""
+    if step in store.rollback_points(guid):
+        return store.path("checkpoint", guid, f"_step_{step}")
+    latest = store.path("checkpoint", guid)
+    if latest.exists() and read_checkpoint(read_json(latest, "checkpoint file"), str(latest))[1]["step"] == step:
+        return latest
+    points = store.rollback_points(guid)
+    raise RunError(f"--from-step {step}: run {guid} has no rollback point there (it has: "
+                   f"{', '.join(map(str, points)) or 'none'}, and its latest checkpoint)")
+
+
 def train_and_finish(store: RunStore, guid: str, cfg: Config, tokenizer: Tokenizer, model: GPT,
                       train_tokens: numpy.ndarray, val_tokens: numpy.ndarray, log: Log,
                       stop_at: int | None, state: dict[str, Any] | None = None, suffix: str = "",
@@ -176,9 +218,19 @@ def train_and_finish(store: RunStore, guid: str, cfg: Config, tokenizer: Tokeniz
     comm = comm or Communicator()
     writer = comm.rank == 0  # every rank trains the same weights: rank 0 alone writes them
 
+    saved = {"step": state["step"] if state is not None else None}  # the step of the latest checkpoint
+
     def save_checkpoint(trainer_state: dict[str, Any]) -> None:
+        """The latest checkpoint; the one it replaces stays as a rollback point (cfg.n_rollback kept)."""
         if writer:
+            if saved["step"] is not None and saved["step"] != trainer_state["step"]:
+                store.keep_rollback_point(guid, saved["step"])
             store.write("checkpoint", guid, checkpoint_to_dict(model, trainer_state))
+            saved["step"] = trainer_state["step"]
+            store.prune_rollback_points(guid, cfg.n_rollback)
+
+    def rollback_points() -> list[int]:
+        return store.rollback_points(guid) + ([saved["step"]] if saved["step"] is not None else [])
 
     def save_word_checkpoint(label: str) -> None:
         if writer:
@@ -189,7 +241,8 @@ def train_and_finish(store: RunStore, guid: str, cfg: Config, tokenizer: Tokeniz
                       checkpoint=save_checkpoint if not suffix else None,
                       words_per_token=words / max(len(train_tokens), 1),
                       on_words=save_word_checkpoint if not suffix else None,
-                      resume_hint=resume_command(guid, store.root) if not suffix else "", comm=comm)
+                      resume_hint=resume_command(guid, store.root) if not suffix else "", comm=comm,
+                      rollback_points=rollback_points if not suffix else None)
     if state is not None:
         try:
             trainer.load_state_dict(state)
@@ -200,7 +253,7 @@ def train_and_finish(store: RunStore, guid: str, cfg: Config, tokenizer: Tokeniz
     except Diverged as err:
         if not suffix and writer:  # said in the run's config, so that `runs` can tell a divergence from a kill
             record = store.read("config", guid)
-            runtime = {**record.get("runtime", {}), "diverged": {"step": trainer.step, "message": str(err)}}
+            runtime = {**record.get("runtime", {}), "diverged": {"step": err.step, "message": str(err)}}
             store.write("config", guid, {**record, "runtime": runtime})
         raise
     if not writer:
