@@ -216,6 +216,7 @@ CASES = {
     "swh-swi-post": {"c_attention": "swh", "c_network": "swi", "c_sequence": "post"},
     "mha-moe-temp": {"c_attention": "mha", "c_network": "moe", "r_temp": 2.0},
     "word-mha-mlp": {"c_tokenizer": "word", "n_layers": 1},
+    "fp32-swh-moe-post": {"d_type": "fp32", "c_attention": "swh", "c_network": "moe", "c_sequence": "post"},
 }
 
 
@@ -232,7 +233,7 @@ def test_every_variant_round_trips_the_documented_format(tmp_path: Path, case: s
     worst = float(numpy.abs(ours - theirs).max())
     print(f"{case}: worst |logit diff| {worst:.3g}, worst |probability diff| "
           f"{float(numpy.abs(probabilities(ours) - probabilities(theirs)).max()):.3g}")
-    assert worst <= 1e-9
+    assert worst <= (1e-9 if s["d_type"] == "fp64" else 1e-4)  # an fp32 original computes in fp32, as the run does
 
 
 def test_gqa_takes_its_key_value_heads_from_the_shape(tmp_path: Path) -> None:
