@@ -177,7 +177,7 @@ def test_shapes_hf_has_no_class_for_are_refused_listing_what_exports(tmp_path: P
     for settings, key in (({"c_attention": "conv+induction"}, "c_attention"), ({"c_network": "moe"}, "c_network"),
                           ({"c_norm": "rms"}, "norm"), ({"r_temp": 2.0}, "r_temp"), ({"head_size": 32}, "head_size"),
                           ({"c_attention": "moh"}, "c_attention"), ({"c_network": "lor"}, "c_network"),
-                          ({"c_sequence": "post"}, "c_sequence")):
+                          ({"c_sequence": "post"}, "c_sequence"), ({"c_head_bias": True}, "c_head_bias")):
         with pytest.raises(ConfigError, match=f"{key}.*exportable: GPT-2"):
             layout.family(Config(settings))
 

@@ -14,16 +14,17 @@ from typing import Any
 import numpy
 import pytest
 
-from baby import plans, runs
+from baby import device, plans, runs
 from baby.__main__ import main
 from baby.commands.export import export
-from baby.config import ConfigError
+from baby.config import Config, ConfigError
 from baby.formats import architecture, model_to_dict
 from baby.generate import generate, sampling_ids
 from baby.hf import remote
 from baby.nn import variants
-from baby.runs import RunStore
-from baby.tokenizers import PAD
+from baby.nn.model import GPT
+from baby.runs import RunStore, new_guid
+from baby.tokenizers import PAD, tokenizer_digest, train_tokenizer
 from tests.conftest import ROOT
 
 torch = pytest.importorskip("torch")
@@ -58,13 +59,15 @@ CASES.update({
     "seed-post-norm": case("conv+induction", "swi", c_sequence="post"),
     "mha-mlp-post-norm": case("mha", "mlp", c_sequence="post"),
     "seed-r_temp-rms-untied-nobias": case("conv+induction", "swi", r_temp=1.5, c_norm="rms", c_tie=False, c_bias=False),
+    "mha-mlp-untied-head_bias-post-norm": case("mha", "mlp", c_tie=False, c_head_bias=True, c_sequence="post"),
     "conv-static+induction-nosink": case("conv+induction", "mlp", c_conv_static=True, c_induction_sink=False,
                                          s_conv_dilations="1,3", n_conv_taps=2),
     "moh-moe-r_temp-rope": case("moh", "moe", r_temp=0.7, c_position="rope"),
     "swh-r_temp-rope-head_size": case("swh", "gln", r_temp=0.5, c_position="rope", head_size=24,
                                       c_norm="rms", c_norm_final="layer"),
     "rfa-rope-untied": case("rfa", "nft", c_position="rope", c_tie=False, s_window=5),
-    "gla+aft-nopos-nobias-head_size": case("gla+aft", "ggl", c_position="none", c_bias=False, head_size=24),
+    "gla+aft-nopos-nobias-head_size-head_bias": case("gla+aft", "ggl", c_position="none", c_bias=False, head_size=24,
+                                                     c_head_bias=True),
     "gqa-swi-llama-r_temp": case("gqa", "swi", c_norm="rms", c_position="rope", c_bias=False, r_temp=2.0),
     "mha-no-network": case("mha", ""),
 })
@@ -75,20 +78,34 @@ def quiet(_: str) -> None:
     pass
 
 
-def make_run(root: Path, settings: dict[str, Any], **more: Any) -> str:
-    """A run of these settings, trained one step, its weights then shaken by N(0, 0.3): at init (std 0.02)
-    the logits are nearly flat, and greedy choices would hang on differences of 1e-7."""
-    corpus = root / "corpus.txt"
-    if not corpus.exists():
-        corpus.write_text(TEXT, encoding="utf-8")
-    guid = plans.train({**BASE, **settings, **more}, [str(corpus)], root=root, log=quiet)
-    store = RunStore(root)
-    model = runs.Run(store, guid).model()
+def shaken(model: GPT) -> GPT:
+    """The weights shaken by N(0, 0.3): at init (std 0.02) the logits are nearly flat, and greedy choices
+    would hang on differences of 1e-7."""
     rng = numpy.random.default_rng(7)
     for _, p in model.named_parameters():
         p.data += rng.normal(0.0, 0.3, p.shape).astype(p.data.dtype)
+    return model
+
+
+def make_run(root: Path, settings: dict[str, Any]) -> str:
+    """A run of these settings, untrained, written as ``import`` writes one (no training step: the
+    registry-wide test stays fast)."""
+    cfg = device.select(Config({**BASE, **settings}))
+    tokenizer = train_tokenizer("char", TEXT)
+    model = shaken(GPT(cfg, tokenizer.n_vocab))
+    store, guid = RunStore(root), new_guid()
+    store.write("tokenizer", guid, tokenizer.to_dict())
     store.write("model", guid, model_to_dict(model))
+    store.write("config", guid, {"guid": guid, "settings": cfg.to_dict(), "runtime": {
+        "n_vocab": tokenizer.n_vocab, "tokenizer_sha256": tokenizer_digest(tokenizer)}})
     return guid
+
+
+def trained_run(root: Path, settings: dict[str, Any]) -> str:
+    """A run of these settings trained by ``plans.train`` (for its learning-curve checkpoints)."""
+    corpus = root / "corpus.txt"
+    corpus.write_text(TEXT, encoding="utf-8")
+    return plans.train({**BASE, **settings}, [str(corpus)], root=root, log=quiet)
 
 
 @pytest.fixture(scope="module")
@@ -202,7 +219,7 @@ def test_the_remote_code_implements_exactly_the_registry() -> None:
 
 
 def test_a_learning_curve_checkpoint_exports_too(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    guid = make_run(tmp_path, case("conv+induction", "swi"), n_steps=8, s_checkpoint_words="20")
+    guid = trained_run(tmp_path, {**case("conv+induction", "swi"), "n_steps": 8, "s_checkpoint_words": "20"})
     out = tmp_path / "chck_20"
     status, text, err = cli(capsys, "export", "--guid", guid, "--checkpoint", "20", "--out", str(out),
                             "--root", str(tmp_path))
@@ -235,3 +252,15 @@ def test_an_edited_remote_config_is_refused_naming_the_field(tmp_path: Path) -> 
     with pytest.raises(ConfigError, match="window=7"):
         plans.import_hf(folder, root=tmp_path / "runs", log=quiet)
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_remote_model_saved_again_by_transformers_comes_back_bit_exact(tmp_path: Path) -> None:
+    guid = make_run(tmp_path, case("conv+induction", "swi", c_tie=False, c_sequence="post"))
+    folder = export(guid, tmp_path / "hf", root=tmp_path, log=quiet)
+    saved = tmp_path / "saved"
+    transformers.AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True).save_pretrained(saved)
+    transformers.AutoTokenizer.from_pretrained(folder, trust_remote_code=True).save_pretrained(saved)
+    assert (saved / "modeling_baby.py").exists()  # transformers copies the remote code along
+    new = plans.import_hf(saved, root=tmp_path, log=quiet)
+    store = RunStore(tmp_path)
+    assert store.read("model", new)["tensors"] == store.read("model", guid)["tensors"]

@@ -26,6 +26,8 @@ def family(cfg: Config) -> str:
     a = architecture(cfg)
     if cfg.c_sequence != "pre":
         raise ConfigError(f"c_sequence={cfg.c_sequence!r}: GPT-2 and LLaMA blocks are pre-norm; {EXPORTABLE}")
+    if cfg.c_head_bias:
+        raise ConfigError(f"c_head_bias=true: the heads of GPT-2 and LLaMA have no bias; {EXPORTABLE}")
     if a["r_temp"] != 1.0:
         raise ConfigError(f"r_temp={cfg.r_temp}: HF attention has no temperature; {EXPORTABLE}")
     # each variant declares the HF layers it is (``hf_families`` on its class)

@@ -26,7 +26,7 @@ IMPLEMENTED = {"mixer": ("aft", "conv", "gla", "gqa", "induction", "mha", "moh",
 # the config.json fields that fix the computation: import checks them against the recorded settings
 SHAPE_FIELDS = ("vocab_size", "n_ctx", "n_emb", "n_layers", "n_heads", "n_kv_heads", "head_dim", "head_width",
                 "hidden", "mixers", "network", "norm", "norm_eps", "norm_final", "norm_final_eps", "sequence",
-                "position", "rope_base", "bias", "tie", "r_temp", "n_conv_groups", "n_conv_taps", "conv_dilations",
+                "position", "rope_base", "bias", "tie", "head_bias", "r_temp", "n_conv_groups", "n_conv_taps", "conv_dilations",
                 "c_conv_static", "n_induction_m", "n_induction_heads", "c_induction_sink", "n_gla_taps", "window",
                 "n_groups", "n_experts", "n_top", "n_rank", "r_lora_alpha")
 
@@ -56,7 +56,7 @@ def remote_config(cfg: Config, n_vocab: int) -> dict[str, Any]:
         "norm_final_eps": a["norm_final_eps"],
         "sequence": cfg.c_sequence,
         "position": a["position"], "rope_base": a["rope_base"], "bias": a["bias"], "tie": a["tie"],
-        "r_temp": a["r_temp"],
+        "head_bias": cfg.c_head_bias, "r_temp": a["r_temp"],
         # each variant's settings, resolved as the variant resolves them (BabyConfig's defaults otherwise)
         "n_conv_groups": conv_groups(cfg) if "conv" in chosen else 16, "n_conv_taps": cfg.n_conv_taps,
         "conv_dilations": parse_dilations(cfg.s_conv_dilations), "c_conv_static": cfg.c_conv_static,

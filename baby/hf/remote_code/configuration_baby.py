@@ -42,6 +42,7 @@ class BabyConfig(PretrainedConfig):
         rope_base: float = 10000.0,
         bias: bool = True,  # biases in the linear projections
         tie: bool = True,  # the head is the token embedding, transposed
+        head_bias: bool = False,  # a bias on the logits
         r_temp: float = 1.0,  # softmax temperature of attention scores, head gates and the moe router
         dropout: float = 0.0,
         # the settings of the variants (each module reads its own; these are our defaults)
@@ -67,7 +68,7 @@ class BabyConfig(PretrainedConfig):
         self.mixers, self.network = list(mixers or ["mha"]), network
         self.norm, self.norm_eps, self.norm_final, self.norm_final_eps = norm, norm_eps, norm_final, norm_final_eps
         self.sequence, self.position, self.rope_base = sequence, position, rope_base
-        self.bias, self.tie, self.r_temp, self.dropout = bias, tie, r_temp, dropout
+        self.bias, self.tie, self.head_bias, self.r_temp, self.dropout = bias, tie, head_bias, r_temp, dropout
         self.n_conv_groups, self.n_conv_taps = n_conv_groups, n_conv_taps
         self.conv_dilations, self.c_conv_static = list(conv_dilations or [1, 2, 4]), c_conv_static
         self.n_induction_m, self.n_induction_heads, self.c_induction_sink = n_induction_m, n_induction_heads, c_induction_sink

@@ -581,7 +581,7 @@ class BabyPreTrainedModel(PreTrainedModel):
 
 class BabyForCausalLM(BabyPreTrainedModel, GenerationMixin):
     """Token (+ learned position) embeddings, the blocks, a final norm and the head (the token embedding
-    transposed when tied). Sequences longer than n_ctx are refused; ``generate`` feeds the last n_ctx
+    transposed when tied; a bias on the logits with ``head_bias``). Sequences longer than n_ctx are refused; ``generate`` feeds the last n_ctx
     tokens, as the NumPy package's generation does."""
 
     def __init__(self, config: BabyConfig) -> None:
@@ -592,6 +592,7 @@ class BabyForCausalLM(BabyPreTrainedModel, GenerationMixin):
         self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layers)])
         self.norm = build_norm(config.norm_final, config.n_emb, config.norm_final_eps)
         self.head = None if config.tie else Linear(config.n_emb, config.vocab_size, bias=False)
+        self.head_bias = nn.Parameter(torch.zeros(config.vocab_size)) if config.head_bias else None
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Module:
@@ -619,6 +620,8 @@ class BabyForCausalLM(BabyPreTrainedModel, GenerationMixin):
             x = block(x, inputs)
         h = self.norm(x)
         logits = h @ self.tok.weight.T if self.head is None else self.head(h)
+        if self.head_bias is not None:
+            logits = logits + self.head_bias
         loss = None
         if labels is not None:  # the usual shift: position t predicts token t + 1
             loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)
