@@ -70,6 +70,7 @@ CASES.update({
                                                      c_head_bias=True),
     "gqa-swi-llama-r_temp": case("gqa", "swi", c_norm="rms", c_position="rope", c_bias=False, r_temp=2.0),
     "mha-no-network": case("mha", ""),
+    "no-blocks": case("conv", "swi", n_layers=0),  # a bigram model
 })
 NATIVE = {"mha-mlp"}  # GPT-2's shape: exported as GPT2LMHeadModel, checked here all the same
 

@@ -27,7 +27,9 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .configuration_baby import BabyConfig
 
-BLOCKED = torch.finfo(torch.float32).min / 4  # a score no key can win with; finite, so a row of them stays finite
+def blocked(dtype: torch.dtype) -> float:
+    """A score no key can win with; finite, so that a row of them (a padding query) stays finite."""
+    return torch.finfo(dtype).min / 4
 
 
 # ---- pieces every variant uses ------------------------------------------------------------------------
@@ -142,9 +144,9 @@ class Attention(nn.Module):
     def attend(self, q: Tensor, k: Tensor, v: Tensor, inputs: Inputs) -> Tensor:
         t = q.shape[2]
         causal = torch.ones(t, t, dtype=torch.bool, device=q.device).tril()
-        bias = torch.where(causal, 0.0, BLOCKED)
+        bias = torch.where(causal, 0.0, blocked(q.dtype)).to(q.dtype)
         if inputs.valid is not None:
-            bias = bias + torch.where(inputs.valid, 0.0, BLOCKED)[:, None, None, :]
+            bias = bias + torch.where(inputs.valid, 0.0, blocked(q.dtype)).to(q.dtype)[:, None, None, :]
         p = torch.softmax(q @ k.transpose(-1, -2) * self.scale + bias, dim=-1)
         y = p @ v
         if inputs.valid is not None:  # a padding query outputs 0
@@ -196,7 +198,7 @@ class FocusedAttention(Attention):
     mean key and value of every real position that has left the window:
 
         window(t) = {t-W+1, ..., t},   mk_t = mean_{j<=t-W} k_j,   mv_t = mean_{j<=t-W} v_j
-        p = softmax([q_t . k_j for j in window(t)], q_t . mk_t) * scale,   y_t = p_win v + p_mem mv_t
+        p = softmax(scale * [q_t . k_j for j in window(t), q_t . mk_t]),   y_t = p_win v + p_mem mv_t
 
     The memory slot exists once some real position has left the window."""
 
@@ -209,17 +211,20 @@ class FocusedAttention(Attention):
         w = self.window
         ok = torch.ones(b, 1, t, 1, dtype=q.dtype, device=q.device) if inputs.valid is None \
             else inputs.valid[:, None, :, None].to(q.dtype)
-        # memory: sums over positions <= t - W (a prefix sum shifted by W), divided by their count
-        shifted = lambda s: F.pad(s, (0, 0, w, 0))[:, :, :t]  # noqa: E731 - row t holds row t - W
-        count = shifted(torch.cumsum(ok, dim=2))
+
+        def left_the_window(z: Tensor) -> Tensor:
+            """Row t: the sum of z over positions <= t - W (a prefix sum shifted by W)."""
+            return F.pad(torch.cumsum(z, dim=2), (0, 0, w, 0))[:, :, :t]
+
+        count = left_the_window(ok)
         inv_n = torch.where(count > 0, 1.0 / count.clamp(min=1.0), torch.zeros_like(count))
-        mem_k, mem_v = shifted(torch.cumsum(k * ok, dim=2)) * inv_n, shifted(torch.cumsum(v * ok, dim=2)) * inv_n
+        mem_k, mem_v = left_the_window(k * ok) * inv_n, left_the_window(v * ok) * inv_n
         # window: key j is seen by query i when i - W < j <= i and j is a real token
         i, j = torch.arange(t, device=q.device)[:, None], torch.arange(t, device=q.device)[None, :]
         seen = (j <= i) & (j > i - w) & (ok[:, :, None, :, 0] > 0)  # (B, 1, T, T)
         scores = torch.cat([q @ k.transpose(-1, -2), (q * mem_k).sum(-1, keepdim=True)], dim=-1) * self.scale
         usable = torch.cat([seen.expand(b, h, t, t), (count > 0).expand(b, h, t, 1)], dim=-1)
-        p = torch.softmax(scores + torch.where(usable, 0.0, BLOCKED), dim=-1)
+        p = torch.softmax(scores + torch.where(usable, 0.0, blocked(q.dtype)).to(q.dtype), dim=-1)
         if inputs.valid is not None:  # a padding query outputs 0
             p = p * ok
         return p[..., :t] @ v + p[..., t:] * mem_v
@@ -380,7 +385,7 @@ class Induction(nn.Module):
         if self.sink_key is not None:
             scores = torch.cat([scores, torch.einsum("bthd,hd->bth", q, self.sink_key)[:, :, None]], dim=2)
             slots = torch.cat([slots, torch.ones_like(slots[:, :, :1])], dim=2)  # the sink is always usable
-        p = torch.softmax(torch.where(slots, scores * self.scale, BLOCKED), dim=2)
+        p = torch.softmax(torch.where(slots, scores * self.scale, blocked(q.dtype)), dim=2)
         y = torch.einsum("btmh,btmhd->bthd", p[:, :, :m], vc)
         if self.sink_value is not None:
             y = y + p[:, :, m, :, None] * self.sink_value
@@ -601,13 +606,15 @@ class BabyForCausalLM(BabyPreTrainedModel, GenerationMixin):
     def set_input_embeddings(self, value: nn.Module) -> None:
         self.tok = value
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, labels: Tensor | None = None,
-                **kwargs: Any) -> CausalLMOutputWithPast:
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, position_ids: Tensor | None = None,
+                labels: Tensor | None = None, **kwargs: Any) -> CausalLMOutputWithPast:
         t = input_ids.shape[1]
         if t > self.config.n_ctx:
             raise ValueError(f"sequence of {t} tokens exceeds n_ctx={self.config.n_ctx}")
         valid = None if attention_mask is None else attention_mask.bool()
-        if valid is None:
+        if position_ids is not None:
+            positions = position_ids
+        elif valid is None:
             positions = torch.arange(t, device=input_ids.device).expand_as(input_ids)
         else:  # left padding: positions count real tokens only
             positions = (valid.long().cumsum(1) - 1).clamp(min=0)
