@@ -13,14 +13,15 @@ import pytest
 
 from baby import plans, runs
 from baby.__main__ import main
+from baby.commands.export import export
+from baby.commands.import_ import import_run, read_safetensors
 from baby.config import Config, ConfigError
 from baby.evaluate.scoring import sentence_logprobs
 from baby.hf import layout
-from baby.commands.export import export
-from baby.commands.import_ import import_run, read_safetensors
 from baby.hf.tokenizer import from_hf, to_hf
 from baby.runs import RunError, RunStore
 from baby.tokenizers import train_tokenizer
+from baby.train import Interrupted
 from tests.conftest import ROOT
 
 torch = pytest.importorskip("torch")
@@ -185,7 +186,7 @@ def test_shapes_hf_has_no_class_for_are_refused_listing_what_exports(tmp_path: P
 def test_an_unfinished_run_is_not_exported(tmp_path: Path) -> None:
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(TEXT, encoding="utf-8")
-    with pytest.raises(Exception):
+    with pytest.raises(Interrupted):
         plans.train({**BASE, "n_steps": 8, "n_checkpoint_every": 2}, [str(corpus)], root=tmp_path, log=quiet, stop_at=3)
     guid = RunStore(tmp_path).guids()[0]
     with pytest.raises(RunError, match="no final model to export"):

@@ -58,7 +58,8 @@ def hf_config(cfg: Config, n_vocab: int) -> dict[str, Any]:
     a, kind = architecture(cfg), family(cfg)
     common = {"architectures": [kind], "vocab_size": n_vocab, "bos_token_id": BOS, "eos_token_id": EOS,
               "pad_token_id": PAD, "tie_word_embeddings": a["tie"], "initializer_range": 0.02,
-              "torch_dtype": "float32", "dtype": "float32", "use_cache": True, "baby": {"settings": cfg.to_dict(), "architecture": a}}
+              "torch_dtype": "float32", "dtype": "float32", "use_cache": True,
+              "baby": {"settings": cfg.to_dict(), "architecture": a}}
     if kind == GPT2:
         return {"model_type": "gpt2", "n_positions": a["n_ctx"], "n_embd": a["n_emb"], "n_layer": a["n_layers"],
                 "n_head": a["n_heads"], "n_inner": a["hidden"], "activation_function": "gelu_new",
@@ -156,7 +157,8 @@ def to_hf_tensors(cfg: Config, ours: dict[str, numpy.ndarray]) -> dict[str, nump
             # GPT-2's Conv1D keeps (in, out) like our Linear, and its c_attn the same [q | k | v] columns
             for hf, mine, j in (("attn.c_attn", "inner.qkv", 0), ("attn.c_proj", "inner.proj", 0),
                                 ("mlp.c_fc", "inner.up", 1), ("mlp.c_proj", "inner.down", 1)):
-                out[p + f"{hf}.weight"], out[p + f"{hf}.bias"] = ours[_block(i, j, f"{mine}.weight")], ours[_block(i, j, f"{mine}.bias")]
+                for end in ("weight", "bias"):
+                    out[p + f"{hf}.{end}"] = ours[_block(i, j, f"{mine}.{end}")]
             continue
         p = f"model.layers.{i}."
         out[p + "input_layernorm.weight"] = ours[_block(i, 0, "norm.gain")]
@@ -207,7 +209,8 @@ def from_hf_tensors(cfg: Config, theirs: dict[str, numpy.ndarray], where: str) -
                 ours[_block(i, j, "norm.gain")], ours[_block(i, j, "norm.bias")] = get(p + f"{ln}.weight"), get(p + f"{ln}.bias")
             for hf, mine, j in (("attn.c_attn", "inner.qkv", 0), ("attn.c_proj", "inner.proj", 0),
                                 ("mlp.c_fc", "inner.up", 1), ("mlp.c_proj", "inner.down", 1)):
-                ours[_block(i, j, f"{mine}.weight")], ours[_block(i, j, f"{mine}.bias")] = get(p + f"{hf}.weight"), get(p + f"{hf}.bias")
+                for end in ("weight", "bias"):
+                    ours[_block(i, j, f"{mine}.{end}")] = get(p + f"{hf}.{end}")
             continue
         p = f"model.layers.{i}."
         ours[_block(i, 0, "norm.gain")] = get(p + "input_layernorm.weight")

@@ -27,6 +27,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .configuration_baby import BabyConfig
 
+
 def blocked(dtype: torch.dtype) -> float:
     """A score no key can win with; finite, so that a row of them (a padding query) stays finite."""
     return torch.finfo(dtype).min / 4
@@ -586,8 +587,8 @@ class BabyPreTrainedModel(PreTrainedModel):
 
 class BabyForCausalLM(BabyPreTrainedModel, GenerationMixin):
     """Token (+ learned position) embeddings, the blocks, a final norm and the head (the token embedding
-    transposed when tied; a bias on the logits with ``head_bias``). Sequences longer than n_ctx are refused; ``generate`` feeds the last n_ctx
-    tokens, as the NumPy package's generation does."""
+    transposed when tied; a bias on the logits with ``head_bias``). Sequences longer than n_ctx are
+    refused; ``generate`` feeds the last n_ctx tokens, as the NumPy package's generation does."""
 
     def __init__(self, config: BabyConfig) -> None:
         super().__init__(config)
