@@ -123,8 +123,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default="", help="a learning-curve checkpoint, e.g. 1M (default: the final model)")
     p.add_argument("--finetuned", action="store_true", help="export the _finetuned model")
 
-    p = add("import", "turn a Hugging Face GPT-2 or LLaMA directory into a new run")
-    p.add_argument("--from", dest="source", required=True, help="directory with config.json, model.safetensors, tokenizer.json")
+    p = add("import", "turn a Hugging Face directory (GPT-2, LLaMA or an export of ours) or the original Little "
+            "Baby's run files into a new run")
+    p.add_argument("--from", dest="source", required=True, help="directory with config.json, model.safetensors and "
+                   "tokenizer.json, or with the original's config_<guid>.json, tokenizer_<guid>.json and model_<guid>.json")
 
     p = add("inspect", "the inside views of a run on a prompt: attention maps, induction matches, conv kernels, "
             "next-token probabilities (PNG + JSON)")

@@ -81,19 +81,22 @@ def count_words(docs: list[str]) -> int:
 def encode_documents(tokenizer: Tokenizer, docs: list[str],
                      progress: Callable[[int, int], None] | None = None) -> tuple[numpy.ndarray, int]:
     """One stream: <bos> doc <eos> <bos> doc <eos> ...; returns (tokens, number of <unk> tokens).
-    Documents are encoded in blocks cut where no token of any of our tokenizers can span (before a
-    line break after a non-space), so ``progress`` (characters done, total) can follow a large file."""
+    A tokenizer without those ids (the original Little Baby's vocabulary) joins the documents as they
+    are. Documents are encoded in blocks cut where no token of any of our tokenizers can span (before
+    a line break after a non-space), so ``progress`` (characters done, total) can follow a large file."""
     parts, unknown = [], 0
     total, done = sum(len(d) for d in docs), 0
+    bos = [tokenizer.bos_id] if tokenizer.bos_id is not None else []
+    eos = [tokenizer.eos_id] if tokenizer.eos_id is not None else []
     for d in docs:
-        parts.append(numpy.array([tokenizer.bos_id], numpy.int32))
+        parts.append(numpy.array(bos, numpy.int32))
         for block in split_blocks(d):
             parts.append(tokenizer.encode(block))
             unknown += tokenizer.unknown_count
             done += len(block)
             if progress is not None:
                 progress(done, total)
-        parts.append(numpy.array([tokenizer.eos_id], numpy.int32))
+        parts.append(numpy.array(eos, numpy.int32))
     return numpy.concatenate(parts).astype(numpy.int32), unknown
 
 

@@ -32,7 +32,8 @@ def parameter_groups(model: GPT) -> list[tuple[str, list[Parameter]]]:
     for i, block in enumerate(model.blocks):
         for part in block.parts:
             groups.append((f"block{i}.{part.inner.registry_name}", part.parameters()))
-    groups.append(("head", model.norm.parameters() + (model.head.parameters() if model.head is not None else [])))
+    head = model.norm.parameters() + (model.head.parameters() if model.head is not None else [])
+    groups.append(("head", head + ([model.head_bias] if model.head_bias is not None else [])))
     seen: dict[str, int] = {}
     out = []
     for label, params in groups:  # the same variant twice in a block (mha+mha): number the second

@@ -353,12 +353,10 @@ def test_eval_scores_the_imported_run_without_bos(sample_run: tuple[Path, str]) 
     assert any("no <bos>" in line for line in lines)
 
 
-@pytest.mark.xfail(strict=True, reason="baby/corpus.py encode_documents puts <bos>/<eos> around each document and "
-                   "a vocabulary of the original has none (owner of corpus.py: skip them when bos_id is None)")
 def test_finetune_trains_the_imported_run_further(sample_run: tuple[Path, str]) -> None:
     from baby.commands.finetune import finetune
     root, guid = sample_run
-    (root / "more.txt").write_text("MENENIUS: What work's, my countrymen, in hand? Where go you?\n")
+    (root / "more.txt").write_text("MENENIUS: What work's, my countrymen, in hand? Where go you? #42 ~ {z}\n" * 10)
     finetune(guid, [str(root / "more.txt")], root, {"n_steps": 2, "batch_size": 2}, log=lambda _: None)
     run = Run(RunStore(root), guid, "_finetuned")
     assert run.tokenizer.bos_id is None and run.tokenizer.n_vocab > 53  # new symbols appended, old ids kept
