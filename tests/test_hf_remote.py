@@ -24,7 +24,7 @@ from baby.hf import remote
 from baby.nn import variants
 from baby.nn.model import GPT
 from baby.runs import RunStore, new_guid
-from baby.tokenizers import PAD, tokenizer_digest, train_tokenizer
+from baby.tokenizers import PAD, Tokenizer, tokenizer_digest, tokenizer_from_dict, train_tokenizer
 from tests.conftest import ROOT
 
 torch = pytest.importorskip("torch")
@@ -88,11 +88,11 @@ def shaken(model: GPT) -> GPT:
     return model
 
 
-def make_run(root: Path, settings: dict[str, Any]) -> str:
+def make_run(root: Path, settings: dict[str, Any], tokenizer: Tokenizer | None = None) -> str:
     """A run of these settings, untrained, written as ``import`` writes one (no training step: the
     registry-wide test stays fast)."""
     cfg = device.select(Config({**BASE, **settings}))
-    tokenizer = train_tokenizer("char", TEXT)
+    tokenizer = tokenizer or train_tokenizer("char", TEXT)
     model = shaken(GPT(cfg, tokenizer.n_vocab))
     store, guid = RunStore(root), new_guid()
     store.write("tokenizer", guid, tokenizer.to_dict())
@@ -264,4 +264,29 @@ def test_a_remote_model_saved_again_by_transformers_comes_back_bit_exact(tmp_pat
     assert (saved / "modeling_baby.py").exists()  # transformers copies the remote code along
     new = plans.import_hf(saved, root=tmp_path, log=quiet)
     store = RunStore(tmp_path)
+    assert store.read("model", new)["tensors"] == store.read("model", guid)["tensors"]
+
+
+@pytest.mark.parametrize("kind", ["char", "word"])
+def test_the_original_little_babys_vocabulary_keeps_its_ids(tmp_path: Path, kind: str) -> None:
+    pieces = sorted(set(TEXT if kind == "char" else TEXT.split()))
+    tokenizer = tokenizer_from_dict({"kind": kind, "pieces": pieces, "original": True})  # no specials at all
+    guid = make_run(tmp_path, case("mha", "mlp", c_tokenizer=kind, c_tie=False, c_head_bias=True, c_sequence="post"),
+                    tokenizer)
+    folder = export(guid, tmp_path / "hf", root=tmp_path, log=quiet)
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_file=str(folder / "tokenizer.json"))
+    text = TEXT[TEXT.index(" ", 300):TEXT.rindex(" ", 0, 900)]  # whole words, newlines inside
+    ids = tokenizer.encode(text).tolist()
+    assert fast(text, add_special_tokens=False)["input_ids"] == ids
+    assert fast.decode(ids) == tokenizer.decode(ids)
+    config = json.loads((folder / "generation_config.json").read_text())
+    assert config["suppress_tokens"] == [] and config["eos_token_id"] is None  # every id may be sampled
+    hf = transformers.AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True).eval()
+    model = runs.Run(RunStore(tmp_path), guid).model()
+    prompt = ids[:4]
+    ours = generate(model, prompt, 20, temperature=0.0, **sampling_ids(tokenizer)).tokens
+    assert hf.generate(torch.tensor([prompt]), do_sample=False, max_new_tokens=20)[0, 4:].tolist() == ours
+    new = plans.import_hf(folder, root=tmp_path, log=quiet)
+    store = RunStore(tmp_path)
+    assert store.read("tokenizer", new) == store.read("tokenizer", guid)
     assert store.read("model", new)["tensors"] == store.read("model", guid)["tensors"]

@@ -363,10 +363,6 @@ def test_finetune_trains_the_imported_run_further(sample_run: tuple[Path, str]) 
     assert run.tokenizer.pieces[:53] == Run(RunStore(root), guid).tokenizer.pieces
 
 
-@pytest.mark.xfail(strict=True, reason="export (baby/commands/export.py, baby/hf/tokenizer.py) writes tokenizer.json "
-                   "with <unk> <bos> <eos> <pad> at ids 0..3 and our word pattern; a vocabulary of the original has "
-                   "no specials (and splits words on whitespace): export must keep its ids or refuse in one line "
-                   "(owner: the hf engineer)")
 def test_export_keeps_the_originals_vocabulary_or_refuses(sample_run: tuple[Path, str]) -> None:
     from baby.commands.export import export
     root, guid = sample_run

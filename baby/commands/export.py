@@ -16,22 +16,23 @@ import numpy
 
 from baby import backend, device
 from baby.config import Config, ConfigError
+from baby.generate import sampling_ids
 from baby.hf import remote, safetensors_numpy
 from baby.hf.layout import family, hf_config, to_hf_tensors
-from baby.hf.tokenizer import special_tokens_map, to_hf, tokenizer_config
+from baby.hf.tokenizer import special_ids, special_tokens_map, to_hf, tokenizer_config
 from baby.jsonio import FileFault, probe_writable, temp_path_for, write_json, write_text
 from baby.runs import FINETUNED, Run, RunError, RunStore, state_of
-from baby.tokenizers import BOS, EOS, PAD, UNK
+from baby.tokenizers import Tokenizer
 
 FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
          "tokenizer_config.json", "special_tokens_map.json")  # and remote.FILES for a remote-code model
 
 
-def generation_config(cfg: Any) -> dict[str, Any]:
-    """Our sampling defaults; <unk>, <bos> and <pad> are never sampled here, so they are suppressed."""
-    return {"bos_token_id": BOS, "eos_token_id": EOS, "pad_token_id": PAD, "do_sample": cfg.r_sample_temp > 0,
+def generation_config(cfg: Any, tokenizer: Tokenizer) -> dict[str, Any]:
+    """Our sampling defaults; what is never sampled here (<unk>, <bos>, <pad>) is suppressed."""
+    return {**special_ids(tokenizer), "do_sample": cfg.r_sample_temp > 0,
             "temperature": cfg.r_sample_temp or 1.0, "top_k": cfg.n_top_k, "top_p": cfg.r_top_p,
-            "suppress_tokens": [UNK, BOS, PAD],
+            "suppress_tokens": list(sampling_ids(tokenizer)["banned"]),
             **({"max_new_tokens": cfg.n_sample_tokens} if cfg.n_sample_tokens else {})}  # HF refuses 0
 
 
@@ -63,6 +64,7 @@ def export(guid: str, out: str | Path, root: str | Path = ".", checkpoint: str =
     kind = native_family(cfg)
     # refuses what cannot be represented before loading weights
     config = hf_config(cfg, run.tokenizer.n_vocab) if kind else remote.remote_config(cfg, run.tokenizer.n_vocab)
+    config.update(special_ids(run.tokenizer))  # the original's vocabularies have none
     tokenizer = to_hf(run.tokenizer)
     safetensors_numpy()
     model = run.model(checkpoint, cfg)
@@ -76,10 +78,10 @@ def export(guid: str, out: str | Path, root: str | Path = ".", checkpoint: str =
         for name, source in remote.module_sources().items():
             write_text(out / name, source)
     write_json(out / "config.json", config)
-    write_json(out / "generation_config.json", generation_config(cfg))
+    write_json(out / "generation_config.json", generation_config(cfg, run.tokenizer))
     write_json(out / "tokenizer.json", tokenizer)
-    write_json(out / "tokenizer_config.json", tokenizer_config(cfg.n_ctx))
-    write_json(out / "special_tokens_map.json", special_tokens_map())
+    write_json(out / "tokenizer_config.json", tokenizer_config(cfg.n_ctx, run.tokenizer))
+    write_json(out / "special_tokens_map.json", special_tokens_map(run.tokenizer))
     how = config["architectures"][0] + ("" if kind else " (remote code: load with trust_remote_code=True)")
     log(f"exported run {guid}{suffix}{f' checkpoint {checkpoint}' if checkpoint else ''} as "
         f"{how} ({model.n_params():,} parameters, {run.tokenizer.kind} tokenizer) to {out}")

@@ -6,6 +6,8 @@ pre-tokenizer with our pattern translated to the Oniguruma dialect of ``tokenize
 ``ByteLevel(use_regex=False)``. The translation keeps Python's meaning of the classes, which differs
 from Oniguruma's: Python's ``\\w`` is letters + numbers + "_" (no combining marks), its ``\\s`` also
 holds U+001C..U+001F. char and word become a WordLevel model behind a Split of their own pattern.
+The original Little Baby's vocabularies (``original``: no specials at all) keep their ids: a WordLevel
+model of their pieces and no added tokens, char split into characters, word on whitespace.
 
 Limit: a special's text (``<bos>`` ...) inside the input is one special id for Hugging Face and plain
 characters for us.
@@ -35,6 +37,9 @@ TRANSLATION = {
 }
 _CONSTRUCT = re.compile("|".join(re.escape(k) for k in sorted(TRANSLATION, key=len, reverse=True)) + r"|\\.")
 EVERY_CHARACTER = r"[\s\S]"
+# the original's pre-splits: every character; words between runs of Python's whitespace (str.split)
+ORIGINAL_SPLIT = {"char": {"type": "Split", "pattern": {"Regex": EVERY_CHARACTER}, "behavior": "Isolated", "invert": False},
+                  "word": {"type": "Split", "pattern": {"Regex": SPACE + "+"}, "behavior": "Removed", "invert": False}}
 
 
 def onig_pattern(pattern: str) -> str:
@@ -101,21 +106,38 @@ def to_hf(tokenizer: Tokenizer) -> dict[str, Any]:
                  "vocab": _unique(spell), "merges": [f"{spell[a]} {spell[b]}" for a, b in tokenizer.merges]}
         pre = {"type": "Sequence", "pretokenizers": [_split(onig_pattern(tokenizer.pattern.pattern)), _byte_level()]}
         return _document(model, pre, _byte_level(use_regex=True))
-    pattern = EVERY_CHARACTER if tokenizer.kind == "char" else onig_pattern(PIECE.pattern)
     model = {"type": "WordLevel", "vocab": _unique(list(tokenizer.pieces)), "unk_token": SPECIALS[0]}
+    if is_original(tokenizer):  # no specials: an unknown piece is an error there, as it is here
+        document = _document(model, ORIGINAL_SPLIT[tokenizer.kind], {"type": "Fuse"} if tokenizer.kind == "char" else None)
+        return {**document, "added_tokens": []}  # (no decoder: tokenizers joins words with one space)
+    pattern = EVERY_CHARACTER if tokenizer.kind == "char" else onig_pattern(PIECE.pattern)
     return _document(model, _split(pattern), {"type": "Fuse"})
 
 
-def tokenizer_config(n_ctx: int) -> dict[str, Any]:
+def is_original(tokenizer: Tokenizer) -> bool:
+    """A vocabulary of the original Little Baby's (no specials)."""
+    return bool(getattr(tokenizer, "original", False))
+
+
+def special_ids(tokenizer: Tokenizer) -> dict[str, int | None]:
+    """The ids of <bos>, <eos> and <pad> for config.json and generation_config.json (None: it has none)."""
+    return {"bos_token_id": tokenizer.bos_id, "eos_token_id": tokenizer.eos_id, "pad_token_id": tokenizer.pad_id}
+
+
+def tokenizer_config(n_ctx: int, tokenizer: Tokenizer | None = None) -> dict[str, Any]:
     """``tokenizer_config.json``: PreTrainedTokenizerFast with our specials; no <bos> is added on
     encode (our encode adds none; scoring prepends it itself, as BabyLM's BOS protocol does)."""
-    return {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": n_ctx,
-            "bos_token": SPECIALS[1], "eos_token": SPECIALS[2], "pad_token": SPECIALS[3], "unk_token": SPECIALS[0],
-            "add_bos_token": False, "add_eos_token": False, "clean_up_tokenization_spaces": False,
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": n_ctx,
+              "add_bos_token": False, "add_eos_token": False, "clean_up_tokenization_spaces": False}
+    if tokenizer is not None and is_original(tokenizer):
+        return config
+    return {**config, **special_tokens_map(),
             "added_tokens_decoder": {str(t["id"]): {k: v for k, v in t.items() if k != "id"} for t in _added_tokens()}}
 
 
-def special_tokens_map() -> dict[str, str]:
+def special_tokens_map(tokenizer: Tokenizer | None = None) -> dict[str, str]:
+    if tokenizer is not None and is_original(tokenizer):
+        return {}
     return {"bos_token": SPECIALS[1], "eos_token": SPECIALS[2], "pad_token": SPECIALS[3], "unk_token": SPECIALS[0]}
 
 
@@ -135,6 +157,10 @@ def from_hf(data: Any, where: str) -> Tokenizer:
     vocab = model["vocab"]
     by_id = sorted(vocab.items(), key=lambda kv: kv[1])
     need([i for _, i in by_id] == list(range(len(by_id))), "model.vocab", "ids must be 0..n-1, each once")
+    if data.get("added_tokens") == [] and model.get("type") == "WordLevel":  # the original's: no specials
+        kind = next((k for k, split in ORIGINAL_SPLIT.items() if split == pre), None)
+        need(kind is not None, "pre_tokenizer", "is not the split of the original's char or word vocabulary")
+        return tokenizer_from_dict({"kind": kind, "pieces": [s for s, _ in by_id], "original": True})
     need(tuple(s for s, _ in by_id[:len(SPECIALS)]) == SPECIALS, "model.vocab",
          f"must start with the specials {', '.join(SPECIALS)} at ids 0..3")
     kind = model.get("type")
