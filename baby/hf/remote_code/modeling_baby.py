@@ -574,11 +574,15 @@ class BabyPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["Block"]
 
     def _init_weights(self, module: nn.Module) -> None:
-        """Fresh weights (``from_config``): N(0, 0.02) matrices, zero biases, unit gains, as the run starts."""
+        """Fresh weights, for ``from_config`` (an export carries its own): N(0, 0.02) matrices, zero biases,
+        unit gains, gla's taps the identity (the NumPy package's init, less its smaller residual projections)."""
         for name, p in module.named_parameters(recurse=False):
             with torch.no_grad():
                 if name == "gain":
                     p.fill_(1.0)
+                elif name == "taps":
+                    p.zero_()
+                    p[0] = 1.0
                 elif name in ("bias", "b_up", "b_down", "shift") or p.dim() == 1:
                     p.zero_()
                 else:
