@@ -11,13 +11,12 @@ import sys
 from typing import Any
 
 from baby import distributed, plans
-from baby.corpus import DEFAULT_INPUT
-from baby.progress import say
 from baby.backend import BackendError
 from baby.config import ConfigError, parse_override, resumable_keys
-from baby.corpus import CorpusError
+from baby.corpus import DEFAULT_INPUT, CorpusError
 from baby.formats import FormatError
 from baby.jsonio import FileFault
+from baby.progress import say
 from baby.runs import RunError
 from baby.train import TrainingHalted
 
@@ -40,7 +39,7 @@ class Help(argparse.HelpFormatter):
             return text
         if action.required:
             return f"{text} (required)"
-        if isinstance(action, argparse._StoreTrueAction):  # noqa: SLF001 - argparse has no public name for it
+        if isinstance(action, argparse._StoreTrueAction):
             return f"{text} (default: off)"
         if action.default is None or action.default == "":
             return f"{text} (default: none)"

@@ -12,7 +12,6 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-from baby.config import ConfigError
 from baby.jsonio import FILE_MODE, temp_path_for
 from baby.runs import RunError, RunStore
 

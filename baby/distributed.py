@@ -13,7 +13,6 @@ hang (MPI cannot cancel a pending collective, so the caller aborts the job).
 from __future__ import annotations
 
 import json
-
 import os
 import time
 from typing import Any

@@ -22,8 +22,8 @@ from typing import Any, Callable
 import numpy
 
 from baby import backend
-from baby.generate import generate
 from baby.charts import figure_class, save_figure, subplots
+from baby.generate import generate
 from baby.jsonio import write_json
 from baby.nn.core import Mixer, Module
 from baby.nn.model import GPT

@@ -47,7 +47,8 @@ def estimate_training(cfg: Config, n_vocab: int) -> Estimate:
     per_token = layers * parts * 16 * c + 3 * v
     per_token += layers * int(sum(variants.lookup("mixer", m).cls.score_floats(cfg, t) for m in mixers))
     tokens = cfg.batch_size * t
-    replicas = (cfg.c_device_cpu_cores or os.cpu_count() or 1) if cfg.c_device == "cpu" and cfg.c_device_cpu_parallel != "ops" else 1
+    on_replicas = cfg.c_device == "cpu" and cfg.c_device_cpu_parallel != "ops"
+    replicas = (cfg.c_device_cpu_cores or os.cpu_count() or 1) if on_replicas else 1
     return Estimate(params, (4 + replicas) * params * max(item, 4), per_token * tokens * item)
 
 
@@ -61,7 +62,8 @@ def machine_memory() -> tuple[int | None, int | None, str]:
     soft = resource.getrlimit(resource.RLIMIT_AS)[0] if resource is not None else -1
     if soft not in (-1, resource.RLIM_INFINITY if resource is not None else -1):
         used = _address_space()  # what the process has mapped already (BLAS threads reserve a lot)
-        limits.append((max(soft - used, 0), max(soft - used, 0), f"this process's address-space limit (ulimit -v {soft // 1024} KiB)"))
+        left = max(soft - used, 0)
+        limits.append((left, left, f"this process's address-space limit (ulimit -v {soft // 1024} KiB)"))
     cgroup = _cgroup_memory()
     if cgroup is not None:
         limits.append((cgroup[0], cgroup[1], "this control group's memory limit"))

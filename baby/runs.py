@@ -25,7 +25,7 @@ from typing import Any
 from baby import device
 from baby.config import Config
 from baby.formats import FormatError, load_weights, model_vocab, read_checkpoint
-from baby.jsonio import FileFault, orphan_temps, probe_writable, read_json, write_json  # noqa: F401 - re-exported
+from baby.jsonio import FileFault, orphan_temps, probe_writable, read_json, write_json
 from baby.nn.model import GPT
 from baby.tokenizers import tokenizer_digest, tokenizer_from_dict
 
@@ -131,7 +131,8 @@ class RunStore:
         for folder in sorted({p.parent for p in paths}):
             read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
             if read_only or not os.access(folder, os.W_OK | os.X_OK):
-                raise RunError(f"{folder}: cannot remove files here ({'read-only file system' if read_only else 'permission denied'}); nothing was removed")
+                why = "read-only file system" if read_only else "permission denied"
+                raise RunError(f"{folder}: cannot remove files here ({why}); nothing was removed")
 
     # ---- rollback points: earlier checkpoints, kept as checkpoint_<guid>_step_<N>.json --------------
 

@@ -247,7 +247,8 @@ class Trainer:
             spread = math.sqrt(sum((x - mean) ** 2 for x in losses) / len(losses))
             what = ""  # a noisy run (one small batch per line) must rise above its own noise too: 4 sigma
             if cfg.r_spike_loss > 0 and loss > mean + max(cfg.r_spike_loss, 4 * spread):
-                what = f"loss {loss:.4f} against a mean of {mean:.4f} over the last {len(losses)} lines (r_spike_loss={cfg.r_spike_loss:g})"
+                what = (f"loss {loss:.4f} against a mean of {mean:.4f} over the last {len(losses)} lines "
+                        f"(r_spike_loss={cfg.r_spike_loss:g})")
             elif cfg.r_spike_norm > 0 and math.isfinite(norm) and norm > cfg.r_spike_norm * median:
                 what = f"gradient norm {norm:.4g} against a median of {median:.4g} (r_spike_norm={cfg.r_spike_norm:g})"
             if what:
@@ -264,7 +265,8 @@ class Trainer:
         model = self.model
         model.eval()
         loss = self.replicas.loss if self.replicas is not None else (lambda x, y: cross_entropy(model.forward(x), y)[0])
-        losses = [float(loss(x, y)) for x, y in eval_batches(self.val_tokens, self.cfg.n_ctx, self.cfg.batch_size, self.cfg.n_eval_batches)]
+        batches = eval_batches(self.val_tokens, self.cfg.n_ctx, self.cfg.batch_size, self.cfg.n_eval_batches)
+        losses = [float(loss(x, y)) for x, y in batches]
         model.train()
         return float(numpy.mean(losses))
 
@@ -404,7 +406,8 @@ class Trainer:
         tokens = self.step * self.tokens_per_step
         speed = tokens / self.seconds if self.seconds else 0.0
         return {
-            "steps": self.step, "total_steps": self.total_steps, "words_seen": self.words_seen, "batches_per_epoch": self.per_epoch,
+            "steps": self.step, "total_steps": self.total_steps, "words_seen": self.words_seen,
+            "batches_per_epoch": self.per_epoch,
             "epochs": self.step / self.per_epoch, "tokens_per_step": self.tokens_per_step,
             "tokens_trained": tokens, "train_seconds": self.seconds,
             "seconds_per_step": self.seconds / max(self.step, 1), "tokens_per_second": speed,

@@ -14,8 +14,17 @@ import pytest
 
 from baby.tokenizers import KINDS, tokenizer_from_dict, train_tokenizer
 from baby.tokenizers.base import BOS, EOS, PAD, REPLACEMENT, UNK
-from baby.tokenizers.bpe import (BYTE_OFFSET, FIRST_MERGE, LONGEST, PATTERN, BPETokenizer,
-                                 count_chunks, learn_merges, merge_pair, split_blocks)
+from baby.tokenizers.bpe import (
+    BYTE_OFFSET,
+    FIRST_MERGE,
+    LONGEST,
+    PATTERN,
+    BPETokenizer,
+    count_chunks,
+    learn_merges,
+    merge_pair,
+    split_blocks,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAKESPEARE = ROOT / "inputs" / "shakespeare.txt"

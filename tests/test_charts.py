@@ -94,7 +94,6 @@ def test_gradcheck_by_name_passes_and_catches_a_flipped_sign(capsys: pytest.Capt
 
 def test_the_learner_config_agrees_with_the_real_one() -> None:
     from baby.config import Config
-    from baby.nn import core
 
     mine, real = gradcheck.learner_config(), Config(gradcheck.LEARNER_CONFIG)
     keys = {s.key for kind in ("mixer", "network") for e in variants.entries(kind) for s in e.settings}

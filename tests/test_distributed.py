@@ -235,10 +235,10 @@ def test_a_dead_or_stalled_rank_stops_the_others(tmp_path: Path, how: str) -> No
 
 @pytest.mark.gpu
 def test_one_rank_over_nccl_changes_nothing() -> None:
-    from baby.nn.model import GPT  # noqa: PLC0415
-    from baby.optim import AdamW  # noqa: PLC0415
-    from baby.config import Config  # noqa: PLC0415
-    from baby.train import train_step  # noqa: PLC0415
+    from baby.config import Config
+    from baby.nn.model import GPT
+    from baby.optim import AdamW
+    from baby.train import train_step
 
     backend.use("gpu", d_type="fp64")
     try:

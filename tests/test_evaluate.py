@@ -10,13 +10,13 @@ import numpy
 import pytest
 
 from baby import backend, plans
+from baby.commands.eval import evaluate, format_table
 from baby.config import Config, ConfigError
 from baby.corpus import CorpusError, encode_documents
 from baby.evaluate.blimp import Pair, aggregate, evaluate_blimp, load_blimp
 from baby.evaluate.perplexity import evaluate_perplexity
-from baby.evaluate.zorro import load_zorro
-from baby.commands.eval import evaluate, format_table
 from baby.evaluate.scoring import sentence_logprobs, sequence_logprobs, window_plan
+from baby.evaluate.zorro import load_zorro
 from baby.nn.layers import log_softmax
 from baby.nn.model import GPT
 from baby.runs import RunError, RunStore

@@ -15,10 +15,9 @@ import pytest
 
 from baby import backend
 from baby.config import Config
+from baby.formats import decode_tensor, load_weights, model_to_dict
 from baby.nn.layers import cross_entropy
 from baby.nn.model import GPT
-
-from baby.formats import decode_tensor, load_weights, model_to_dict
 from baby.runs import read_json, write_json
 from baby.train import Trainer
 from tests.conftest import TINY

@@ -635,7 +635,7 @@ def test_the_memory_check_respects_the_address_space_limit(tmp_path: Path, corpu
 
 
 def test_running_out_of_memory_anywhere_in_a_plan_is_one_line() -> None:
-    from baby.guard import OutOfMemory, guarded  # noqa: PLC0415
+    from baby.guard import OutOfMemory, guarded
 
     def greedy(**_: object) -> None:
         raise MemoryError("Unable to allocate 9.1 TiB for an array with shape (1000000, 2500000)")
@@ -657,8 +657,9 @@ def test_numpy_warnings_never_reach_the_terminal_and_join_the_divergence_line(tm
 
 
 def test_harmless_numpy_warnings_are_one_notice(capsys: pytest.CaptureFixture) -> None:
-    import numpy as np  # noqa: PLC0415
-    from baby.guard import guarded  # noqa: PLC0415
+    import numpy as np
+
+    from baby.guard import guarded
 
     def overflowing(log: object) -> bool:
         big = np.full(4, 1e38, dtype=np.float32)

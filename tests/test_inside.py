@@ -5,12 +5,11 @@ from __future__ import annotations
 import numpy
 import pytest
 
-from baby import backend
+from baby import backend, inside
 from baby.config import Config
 from baby.nn import variants
 from baby.nn.context import Context
 from baby.nn.model import GPT
-from baby import inside
 from tests.conftest import TINY
 
 B, T = 2, 11

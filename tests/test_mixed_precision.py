@@ -100,7 +100,7 @@ def test_fp16_modules_do_not_overflow_at_realistic_activations(fp16: None) -> No
     assert numpy.isfinite(w).all() and float(w.max()) > 65504
 
 
-def test_an_fp16_run_ends_within_3_percent_of_fp32(tmp_path, corpus) -> None:  # noqa: F811
+def test_an_fp16_run_ends_within_3_percent_of_fp32(tmp_path, corpus) -> None:
     settings = {**TINY_RUN, "n_emb": 32, "n_steps": 150, "r_dropout": 0.0, "n_eval_every": 50, "r_learn": 3e-3}
     losses = {}
     for d_type in ("fp32", "fp16"):
@@ -112,7 +112,7 @@ def test_an_fp16_run_ends_within_3_percent_of_fp32(tmp_path, corpus) -> None:  #
     assert abs(losses["fp16"] - losses["fp32"]) <= 0.03 * losses["fp32"], losses
 
 
-def test_an_fp16_run_resumes_exactly(tmp_path, corpus) -> None:  # noqa: F811
+def test_an_fp16_run_resumes_exactly(tmp_path, corpus) -> None:
     settings = {**TINY_RUN, "d_type": "fp16"}
     whole = plans.train(settings, [str(corpus)], root=tmp_path / "a", log=quiet)
     with pytest.raises(Interrupted):

@@ -13,7 +13,6 @@ import pytest
 from baby import backend
 from baby.config import Config, ConfigError
 from baby.nn import core, variants
-from baby.nn.context import Context
 from baby.nn.gradcheck import directional_check
 from baby.nn.layers import cross_entropy
 from baby.nn.mixers.conv import DynamicConv

@@ -247,7 +247,7 @@ def test_moe_gradient_check_covers_the_balance_loss(device64: str) -> None:
     ctx = context()
     for k in (4, 1, 2):  # k = 1: the router learns through p_e and the balance loss
         module, _ = build("moe", n_experts=4, n_top=k, r_balance=1.0)
-        checked = check_module(module, inputs(), lambda v: module.forward(v, ctx))
+        checked = check_module(module, inputs(), lambda v, m=module: m.forward(v, ctx))
         assert "router.weight" in checked and "w_up" in checked
     # Backward without the balance loss's gradient must be caught. (Not with k = E: every f_e is then
     # 1/E and the loss the constant r_balance, whose gradient is zero.)

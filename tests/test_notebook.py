@@ -1,5 +1,6 @@
 """The notebook executes headless, top to bottom, on a tiny config (train, one layer by hand and the lab,
-then info and inference without those two chapters). Pictures go to files: the lab draws with matplotlib's Figure (Agg), no GUI."""
+then info and inference without those two chapters). Pictures go to files: the lab draws with matplotlib's
+Figure (Agg), no GUI."""
 from __future__ import annotations
 
 import json

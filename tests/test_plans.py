@@ -14,6 +14,7 @@ from baby.runs import RunError, RunStore
 from baby.train import Interrupted
 from tests.conftest import ROOT, TINY_RUN, digest, quiet, weights
 
+
 def cli(*args: str, root: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "baby", *args, "--root", str(root)], capture_output=True,
                           text=True, cwd=ROOT, timeout=300)

@@ -14,9 +14,9 @@ import pytest
 from baby import plans
 from baby.__main__ import main
 from baby.config import Config
+from baby.nn.model import GPT
 from baby.runs import RunStore
 from baby.train import Diverged, Interrupted, Trainer
-from baby.nn.model import GPT
 from tests.conftest import TINY_RUN, quiet, weights
 
 # The run of the report: r_learn 1 without clipping and with beta2 = 0 blows up within a few steps.
@@ -76,7 +76,7 @@ def test_skipping_batches_after_a_rollback_continues_bit_for_bit_after_a_kill(ho
     root, guid, _ = hot_run
     diverged_at = RunStore(root).read("config", guid)["runtime"]["diverged"]["step"]
     copy = tmp_path / "copy"
-    import shutil  # noqa: PLC0415
+    import shutil
     shutil.copytree(root, copy, ignore=shutil.ignore_patterns("copy"))
     plans.resume(guid, root=root, from_step=0, skip_batches=True, overrides={"r_learn": 0.0001}, log=quiet)
     rollback = RunStore(root).read("config", guid)["runtime"]["rollbacks"][0]
@@ -116,7 +116,7 @@ def test_a_healthy_run_is_never_stopped_and_trains_as_before(tmp_path: Path, cor
 
 
 def spiky_trainer(**settings: object) -> Trainer:
-    import numpy  # noqa: PLC0415
+    import numpy
     cfg = Config({**TINY_RUN, **settings})
     tokens = numpy.random.default_rng(0).integers(0, 20, 2000)
     return Trainer(cfg, GPT(cfg, 20), tokens[:1500], tokens[1500:], log=quiet)

@@ -114,7 +114,7 @@ def test_replicas_run_on_their_own_threads_with_one_blas_thread(two_threads, mon
 
 
 def test_replicas_evaluate_the_mean_loss_of_the_whole_batch(two_threads) -> None:
-    from baby.nn.layers import cross_entropy  # noqa: PLC0415
+    from baby.nn.layers import cross_entropy
     cfg = config.as_config(SMALL)
     model = GPT(cfg, 50).eval()
     reps = Replicas(model, AdamW(model.parameters(), 1e-3), 2)
@@ -123,7 +123,7 @@ def test_replicas_evaluate_the_mean_loss_of_the_whole_batch(two_threads) -> None
 
 
 def test_replicas_with_dropout_and_health_repeat_bit_for_bit(two_threads) -> None:
-    from baby.health import Health  # noqa: PLC0415
+    from baby.health import Health
 
     def run() -> tuple[list[float], list[float]]:
         cfg = config.as_config({**SMALL, "r_dropout": 0.2})
@@ -156,8 +156,8 @@ def test_one_thread_never_uses_replicas() -> None:
 
 
 def test_a_run_records_its_replicas_and_resumes_bit_for_bit_with_them(tmp_path) -> None:
-    from baby.runs import RunStore  # noqa: PLC0415
-    from baby.train import Interrupted  # noqa: PLC0415
+    from baby.runs import RunStore
+    from baby.train import Interrupted
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("the cat sat on the mat and the dog sat on the log. " * 60, encoding="utf-8")
     settings = {**TINY_RUN, "c_device_cpu_cores": 2, "c_device_cpu_yield": 0, "c_device_cpu_parallel": "batch"}

@@ -10,8 +10,8 @@ import pytest
 
 from baby import backend, formats
 from baby.config import Config
-from baby.nn.model import GPT
 from baby.formats import FormatError, decode_tensor, encode_tensor
+from baby.nn.model import GPT
 from baby.runs import RunError, RunStore, check_guid, new_guid, write_json
 
 

@@ -19,6 +19,7 @@ from baby.nn.model import GPT
 from baby.nn.network.lor import freeze_base
 from tests.conftest import ROOT, TINY
 
+
 def test_config_re_exports_the_settings_machinery() -> None:
     from baby.nn import settings
     assert ConfigError is settings.ConfigError
@@ -221,7 +222,7 @@ def test_nft_padded_gradient_with_moved_weights_is_finite_and_right(device64: st
 
 
 def test_post_norm_blocks_compute_norm_of_the_residual_sum(device64: str) -> None:
-    from baby.nn.model import PostNormResidual, Residual  # noqa: PLC0415
+    from baby.nn.model import PostNormResidual, Residual
 
     ids = backend.asarray(numpy.random.default_rng(0).integers(0, 9, (2, TINY["n_ctx"])))
     for sequence, kind in (("pre", Residual), ("post", PostNormResidual)):

@@ -6,8 +6,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from baby.config import ConfigError
-from baby.generate import (TextStream, check_sampling, check_text, completion_record, empty_prompt, generate,
-                           sampling_ids)
+from baby.generate import TextStream, check_sampling, check_text, completion_record, empty_prompt, generate, sampling_ids
 from baby.jsonio import FileFault
 from baby.progress import Log, say
 from baby.runs import FINETUNED, Run, RunError, RunStore

@@ -7,9 +7,9 @@ from typing import Any
 
 from baby import describe, device
 from baby.config import ConfigError, as_config
+from baby.formats import architecture
 from baby.nn.model import GPT
 from baby.progress import Log, say
-from baby.formats import architecture
 from baby.runs import Run, RunError, RunStore, state_of
 
 

@@ -13,21 +13,20 @@ import numpy
 
 from baby import backend, device, distributed
 from baby.charts import save_run_chart
-from baby.config import Config, ConfigError, as_config
+from baby.config import Config, ConfigError, as_config, resumable_keys
 from baby.corpus import Corpus, encode_documents, fingerprint, prepare_corpus, read_documents
 from baby.data import Batches, split_stream, window_starts
 from baby.distributed import Communicator
 from baby.formats import FormatError, checkpoint_to_dict, model_to_dict, read_checkpoint
 from baby.generate import completion_record, empty_prompt, generate, sampling_ids
+from baby.jsonio import read_json, write_json
 from baby.memory import check_fits
 from baby.nn.model import GPT
 from baby.progress import Log, quiet, say
 from baby.replicas import replica_count
-from baby.jsonio import read_json, write_json
 from baby.runs import Run, RunError, RunStore, check_guid, new_guid, resume_command
 from baby.tokenizers import Tokenizer, tokenizer_digest
 from baby.train import Diverged, Trainer, schedule, unigram_entropy
-from baby.config import resumable_keys
 
 
 def token_split(cfg: Config, tokens: numpy.ndarray) -> tuple[numpy.ndarray, numpy.ndarray]:

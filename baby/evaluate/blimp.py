@@ -29,9 +29,9 @@ import numpy
 
 from baby import backend
 from baby.evaluate.scoring import encode_sentences, padding_id, scored_from, sequence_logprobs
-from baby.progress import ProgressLog
 from baby.nn.model import GPT
 from baby.nn.settings import ConfigError
+from baby.progress import ProgressLog
 from baby.runs import RunError
 from baby.tokenizers import Tokenizer
 

@@ -12,10 +12,10 @@ How the work is batched:
     whatever batches they would have landed in;
   * every sequence becomes one or more windows (rows) of at most ``n_ctx`` inputs; rows are sorted by
     length and cut into batches, so a batch is padded only to its own longest row;
-  * padding uses ``<pad>`` ids (id 0 for a vocabulary without one) and a (B, T) ``valid`` mask given to ``model.context``: positions are
-    counted from the mask and attention never looks at padded keys, so left and right padding give
-    the same scores (right padding is the default: in a causal model the pads after a row cannot
-    reach its real tokens even in a mixer that ignored the mask).
+  * padding uses ``<pad>`` ids (id 0 for a vocabulary without one) and a (B, T) ``valid`` mask given to
+    ``model.context``: positions are counted from the mask and attention never looks at padded keys,
+    so left and right padding give the same scores (right padding is the default: in a causal model
+    the pads after a row cannot reach its real tokens even in a mixer that ignored the mask).
 
 A sequence longer than the context (more than ``n_ctx`` targets) is scored with a sliding window, as
 Hugging Face's perplexity guide does: windows of ``n_ctx`` inputs that start every ``stride`` tokens,

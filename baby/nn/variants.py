@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from baby.nn import layers  # noqa: F401 - the norms
 from baby.nn.core import REGISTRY, Entry
-from baby.nn.mixers import aft, gla, gqa, mha, moh, rfa, swh  # noqa: F401 - attention
-from baby.nn.mixers import conv, induction  # noqa: F401 - attention-free
+from baby.nn.mixers import aft, conv, gla, gqa, induction, mha, moh, rfa, swh  # noqa: F401 - attention  # noqa: F401 - attention-free
 from baby.nn.network import ggl, gln, lor, mlp, moe, nft, swi  # noqa: F401 - feed-forward
 
 __all__ = ["entries", "lookup", "names"]

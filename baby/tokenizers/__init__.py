@@ -40,4 +40,5 @@ def tokenizer_digest(tokenizer: Tokenizer) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-__all__ = ["Tokenizer", "train_tokenizer", "tokenizer_from_dict", "tokenizer_digest", "KINDS", "UNK", "BOS", "EOS", "PAD", "SPECIALS"]
+__all__ = ["Tokenizer", "train_tokenizer", "tokenizer_from_dict", "tokenizer_digest", "KINDS", "UNK", "BOS", "EOS", "PAD",
+           "SPECIALS"]

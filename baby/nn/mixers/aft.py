@@ -19,9 +19,9 @@ from __future__ import annotations
 from typing import Any
 
 from baby import backend
-from baby.nn.mixers.prefix_mixer import PrefixMeanMixer
 from baby.nn.context import Context
 from baby.nn.core import register
+from baby.nn.mixers.prefix_mixer import PrefixMeanMixer
 
 KEY_CAP = 20.0
 

@@ -22,12 +22,12 @@ from typing import Any
 import numpy
 
 from baby import backend
-from baby.nn.mixers.kit import recent_window
-from baby.nn.mixers.prefix_mixer import PrefixMeanMixer
 from baby.nn.context import Context
 from baby.nn.core import register
-from baby.nn.settings import Setting
 from baby.nn.layers import param
+from baby.nn.mixers.kit import recent_window
+from baby.nn.mixers.prefix_mixer import PrefixMeanMixer
+from baby.nn.settings import Setting
 
 
 def causal_depthwise_conv(x: Any, taps: Any, padded: Any) -> Any:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-
 from baby.nn.context import Context
 from baby.nn.core import register
 from baby.nn.mixers.head_attention import GatedHeadAttention

@@ -22,10 +22,10 @@ import numpy
 from baby import backend
 from baby.nn.context import Context
 from baby.nn.core import register
+from baby.nn.layers import softmax_, softmax_backward_
 from baby.nn.mixers.head_attention import HeadAttention
 from baby.nn.mixers.kit import blocked_value, cached_mask, suffix_sum, training_valid
 from baby.nn.settings import Setting
-from baby.nn.layers import softmax_, softmax_backward_
 
 
 def pad_time(x: Any, before: int, after: int) -> Any:
