@@ -241,7 +241,8 @@ def blockwise(fn: Any, *arrays: Any) -> list[Any]:
     if xp is not numpy or not all(x.flags.c_contiguous for x in arrays):
         return [fn(*arrays)]
     n_rows = arrays[0].size // arrays[0].shape[-1] if arrays[0].ndim > 1 else arrays[0].size
-    step = pool.cache_rows(sum(x.nbytes for x in arrays) / max(n_rows, 1))
+    total = sum(x.nbytes for x in arrays)
+    step = pool.cache_rows(total / max(n_rows, 1)) if total > pool.SPLIT_BYTES else n_rows
     if step >= n_rows and pool.threads() == 1:
         return [fn(*arrays)]
     rows = [x.reshape(-1, x.shape[-1]) if x.ndim > 1 else x for x in arrays]

@@ -46,7 +46,10 @@ def _l2_bytes(default: int = 1 << 20) -> int:
 # An elementwise operation makes several passes over its arrays (GELU: 8). A block of rows whose arrays
 # fit in L2 together makes them all in cache, where one that streams from memory pays each pass again:
 # GELU of (2048, 1024) fp32 ran in 2.6 ms in blocks of 128 rows against 4.3 ms whole (Xeon, 2 MB L2).
+# Smaller work runs whole: two replicas training nanoGPT's shape (arrays of ~2 MB) ran 6 % slower cut
+# into blocks (more NumPy calls, each taking the GIL) and 1-2 % faster whole.
 L2_BYTES = _l2_bytes()
+SPLIT_BYTES = 2 * L2_BYTES  # arrays of fewer bytes run whole: their blocks' extra calls cost more than the cache saves
 CACHE_BYTES = L2_BYTES * 3 // 4  # the arrays of one block, together; the rest is the block's temporaries
 
 
@@ -155,4 +158,4 @@ def over_rows(fn: Callable[[int, int], Any], n_rows: int, elements: int) -> list
     return _POOL.run(lambda i: fn(*ranges[i]), len(ranges))
 
 
-__all__ = ["Pool", "busy", "set_threads", "threads", "blocks", "cache_rows", "over_rows", "CACHE_BYTES", "L2_BYTES", "BLOCKS_PER_THREAD", "MIN_ELEMENTS"]
+__all__ = ["Pool", "busy", "set_threads", "threads", "blocks", "cache_rows", "over_rows", "CACHE_BYTES", "L2_BYTES", "SPLIT_BYTES", "BLOCKS_PER_THREAD", "MIN_ELEMENTS"]

@@ -315,7 +315,7 @@ def attend(q: Any, k: Any, v: Any, bias: Any, scale: float) -> tuple[Any, Any]:
 def _over_sequences(fn: Any, n_rows: int, p: Any) -> None:
     """fn(lo, hi) over blocks of sequences whose probabilities ``p`` fit in the cache, in parallel where
     it pays (decoding: one query a sequence, small work, runs whole)."""
-    step = pool.cache_rows(p.nbytes / n_rows)
+    step = pool.cache_rows(p.nbytes / n_rows) if p.nbytes > pool.SPLIT_BYTES else n_rows
 
     def cached(lo: int, hi: int) -> None:
         for a in range(lo, hi, step):
