@@ -83,6 +83,9 @@ BASE: tuple[Setting, ...] = (
     _s("r_learn_min", float, 1e-4, "learning rate at the end of the cosine decay", 0.0, 1.0, role="optimisation", resume=True),
     _s("s_warmup", str, "auto", "linear warmup: none, auto (min(100, 5% of steps)), steps (int) or a fraction (0-1)",
        role="optimisation", resume=True),
+    _s("r_decay_share", float, 0.0, "the schedule after warmup: 0: cosine decay to r_learn_min; a share in (0, 1]: "
+       "warmup-stable-decay, r_learn held until that last share of the steps, then a linear decay to r_learn_min",
+       0.0, 1.0, role="optimisation", resume=True),
     _s("r_decay", float, 0.1, "AdamW decoupled weight decay (matrices only)", 0.0, 10.0, role="optimisation"),
     _s("r_beta1", float, 0.9, "AdamW beta1", 0.0, 0.99999, role="optimisation"),
     _s("r_beta2", float, 0.99, "AdamW beta2", 0.0, 0.99999, role="optimisation"),

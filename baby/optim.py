@@ -21,12 +21,17 @@ from baby import backend, ops
 from baby.nn.core import Parameter
 
 
-def lr_at(step: int, peak: float, floor: float, warmup: int, total: int) -> float:
-    """Linear warmup to ``peak`` over ``warmup`` steps, then cosine decay to ``floor`` at ``total``."""
+def lr_at(step: int, peak: float, floor: float, warmup: int, total: int, decay: float = 0.0) -> float:
+    """Linear warmup to ``peak`` over ``warmup`` steps, then down to ``floor`` at ``total``: a cosine
+    over the whole rest (``decay`` 0), or warmup-stable-decay with ``decay`` > 0: ``peak`` held until
+    the last ``decay`` share of the steps, then a linear decay to ``floor`` over that share."""
     if warmup and step < warmup:
         return peak * (step + 1) / warmup
     if total <= warmup:
         return peak
+    if decay > 0:
+        start = total - max(1, round(decay * (total - warmup)))
+        return peak if step < start else peak - (peak - floor) * min(1.0, (step - start + 1) / (total - start))
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return floor + 0.5 * (1.0 + math.cos(math.pi * progress)) * (peak - floor)
 

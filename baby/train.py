@@ -259,7 +259,7 @@ class Trainer:
 
     def lr(self) -> float:
         c = self.cfg
-        return lr_at(self.step, c.r_learn, c.r_learn_min, self.warmup, self.total_steps)
+        return lr_at(self.step, c.r_learn, c.r_learn_min, self.warmup, self.total_steps, c.r_decay_share)
 
     def evaluate(self) -> float:
         model = self.model

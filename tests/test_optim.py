@@ -67,3 +67,12 @@ def test_schedule_warms_up_then_decays_to_the_floor() -> None:
     assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
     assert lrs[100] == pytest.approx(1e-4)
+
+
+def test_warmup_stable_decay_holds_the_peak_then_decays_linearly_to_the_floor() -> None:
+    lrs = [lr_at(s, 1e-3, 1e-4, 10, 110, decay=0.2) for s in range(110)]
+    assert lrs[9] == 1e-3 and all(lr == 1e-3 for lr in lrs[10:90])  # warmup, then stable until the last 20 steps
+    tail = lrs[90:]
+    assert all(a > b for a, b in zip(tail, tail[1:])) and abs(tail[-1] - 1e-4) < 1e-15
+    assert abs((tail[0] - tail[1]) - (tail[1] - tail[2])) < 1e-15  # linear
+    assert lr_at(50, 1e-3, 1e-4, 10, 110) < 1e-3  # decay 0: the cosine, already below the peak half way
