@@ -158,4 +158,5 @@ def over_rows(fn: Callable[[int, int], Any], n_rows: int, elements: int) -> list
     return _POOL.run(lambda i: fn(*ranges[i]), len(ranges))
 
 
-__all__ = ["Pool", "busy", "set_threads", "threads", "blocks", "cache_rows", "over_rows", "CACHE_BYTES", "L2_BYTES", "SPLIT_BYTES", "BLOCKS_PER_THREAD", "MIN_ELEMENTS"]
+__all__ = ["Pool", "busy", "set_threads", "threads", "blocks", "cache_rows", "over_rows", "CACHE_BYTES", "L2_BYTES",
+           "SPLIT_BYTES", "BLOCKS_PER_THREAD", "MIN_ELEMENTS"]

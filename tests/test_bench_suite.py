@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy
 import pytest
 
-from baby import device
+from baby import plans
 from baby.config import Config
 from baby.nn.model import GPT
 
@@ -21,7 +21,7 @@ SHAPES = {"gpt": {}, "llama": {"c_norm": "rms", "c_position": "rope", "c_network
 def test_the_transformers_twin_scores_sentences_as_baby_does(shape: str) -> None:
     from baby.evaluate.scoring import sequence_logprobs  # noqa: PLC0415
     cfg = Config({"n_layers": 2, "n_emb": 32, "n_heads": 4, "n_ctx": 24, "r_dropout": 0.0, **SHAPES[shape]})
-    device.select(cfg)
+    plans.select_backend(cfg)
     model = GPT(cfg, 50)
     rng = numpy.random.default_rng(0)
     sequences = [rng.integers(4, 50, n) for n in (5, 9, 17, 3)]

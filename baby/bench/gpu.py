@@ -21,14 +21,14 @@ from typing import Any
 import numpy
 
 from baby import backend, plans
-from baby.device import select as select_device
-from baby.corpus import prepare_corpus
-from baby.runs import RunStore
 from baby.bench.common import machine, save
 from baby.bench.train import batches, torch_gpt
 from baby.config import Config, parse_override
+from baby.corpus import prepare_corpus
+from baby.device import select as select_device
 from baby.nn.model import GPT
 from baby.optim import AdamW, LossScale
+from baby.runs import RunStore
 from baby.train import train_step
 
 DRY_RUN = {"c_device": "cpu", "n_ctx": 32, "n_emb": 32, "n_heads": 2, "n_layers": 1, "batch_size": 4,

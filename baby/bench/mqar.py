@@ -24,9 +24,9 @@ from baby import backend
 from baby.config import Config
 from baby.evaluate.mqar import IGNORE, accuracy, multiquery_ar
 from baby.nn import variants
-from baby.train import train_step
 from baby.nn.model import GPT
 from baby.optim import AdamW, lr_at
+from baby.train import train_step
 
 CELLS = ((64, 4), (128, 8), (256, 16))
 WIDTHS = (64, 128)
@@ -35,7 +35,8 @@ MIXERS = ("induction", "mha", "aft", "gla")
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m baby bench mqar", description=__doc__.split("\n\n")[0])
-    p.add_argument("--mixers", default=",".join(MIXERS), help="mixers joined by ',', each a c_attention value such as conv+induction (missing ones are marked)")
+    p.add_argument("--mixers", default=",".join(MIXERS),
+                   help="mixers joined by ',', each a c_attention value such as conv+induction (missing ones are marked)")
     p.add_argument("--widths", default=",".join(map(str, WIDTHS)), help="model widths d joined by ','")
     p.add_argument("--cells", default=",".join(f"{n}:{d}" for n, d in CELLS), help="N:D pairs joined by ','")
     p.add_argument("--vocab", type=int, default=512, help="MQAR vocabulary V (Zoology: 8192)")

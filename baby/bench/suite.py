@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy
 
-from baby import backend, device
+from baby import backend, plans
 from baby.bench.common import machine, machine_line, save, sgemm_peak
-from baby.bench.train import batches, parse_args, run_config, time_ours, time_torch
+from baby.bench.train import batches, time_ours, time_torch
 from baby.config import Config
 from baby.nn.model import GPT
 
@@ -39,7 +39,7 @@ PROMPT, NEW_TOKENS = 32, 200
 
 def load(path: str, threads: int, **changes: Any) -> Config:
     cfg = Config.load(path, {"c_device_cpu_cores": threads, "c_device_cpu_yield": 0, "r_dropout": 0.0, **changes})
-    device.select(cfg)
+    plans.select_backend(cfg)
     return cfg
 
 
@@ -193,7 +193,7 @@ def busy_row(path: str, n_vocab: int, steps: int) -> dict[str, Any]:
             cfg = load(path, threads)
             out[label] = time_ours(cfg, n_vocab, batches(cfg, n_vocab, steps + 1), 1)
         cfg = Config.load(path, {"c_device_cpu_cores": 2})
-        threads, notice = device.cpu_threads(cfg)
+        threads, notice = plans.cpu_threads(cfg)
         cfg = load(path, threads)
         out["default"] = time_ours(cfg, n_vocab, batches(cfg, n_vocab, steps + 1), 1)
         out["default_threads"], out["notice"] = threads, notice
@@ -267,13 +267,4 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["hf_twin", "main", "run_suite", "torch_logprobs"]
-
-
-def main(argv: list[str]) -> int:
-    """``python -m baby bench train``: the CPU suite, or with ``--config`` one model (``bench.train``)."""
-    args = parse_args(argv)
-    if args.config:
-        return run_config(args)
-    run_suite(args.out, 1 if args.quick else max(1, args.repeats - 1), args.quick)
-    return 0
+__all__ = ["run_suite", "hf_twin", "torch_logprobs"]

@@ -15,13 +15,11 @@ import time
 from typing import Any
 
 from baby import device
-from baby.corpus import DEFAULT_INPUT
-from baby.generate import empty_prompt
 from baby.bench.common import machine, save
 from baby.config import Config, ConfigError, parse_override
-from baby.corpus import encode_documents, read_documents
+from baby.corpus import DEFAULT_INPUT, encode_documents, read_documents
 from baby.data import split_stream
-from baby.generate import generate
+from baby.generate import empty_prompt, generate
 from baby.nn import variants
 from baby.tokenizers import train_tokenizer
 from baby.train import fit

@@ -14,8 +14,20 @@ import numpy
 from baby import backend, ops
 from baby.nn.core import Module, Parameter, register
 from baby.nn.settings import Setting
-from baby.ops import (GELU_FORM, cross_entropy, gelu, gelu_backward, log_softmax, sigmoid, silu, silu_backward, softmax,
-                      softmax_, softmax_backward, softmax_backward_)
+from baby.ops import (
+    GELU_FORM,
+    cross_entropy,
+    gelu,
+    gelu_backward,
+    log_softmax,
+    sigmoid,
+    silu,
+    silu_backward,
+    softmax,
+    softmax_,
+    softmax_backward,
+    softmax_backward_,
+)
 
 
 def param(array: numpy.ndarray, decay: bool = False) -> Parameter:

@@ -14,8 +14,21 @@ from __future__ import annotations
 
 from baby.ops import cpu as _cpu  # noqa: F401 - registers the NumPy fast bodies
 from baby.ops import cuda as _cuda  # noqa: F401 - registers the CuPy fast bodies
-from baby.ops.activations import (GATES, GELU_A, GELU_C, GELU_FORM, dropout, dropout_backward, gelu, gelu_backward, glu,
-                                  glu_backward, sigmoid, silu, silu_backward)
+from baby.ops.activations import (
+    GATES,
+    GELU_A,
+    GELU_C,
+    GELU_FORM,
+    dropout,
+    dropout_backward,
+    gelu,
+    gelu_backward,
+    glu,
+    glu_backward,
+    sigmoid,
+    silu,
+    silu_backward,
+)
 from baby.ops.attention import attend, attend_backward, rope
 from baby.ops.norms import layer_norm, layer_norm_backward, rms_norm, rms_norm_backward
 from baby.ops.optim import adamw, clip_, grad_norm

@@ -14,10 +14,19 @@ from baby import backend
 from baby.nn.context import Context
 from baby.nn.core import Mixer
 from baby.nn.layers import Linear, residual_std
-from baby.nn.mixers.kit import (HeadGate, attend, attend_backward, causal_bias, history_append, merge_heads, rope,
-                                rope_tables, split_heads, training_valid)
+from baby.nn.mixers.kit import (
+    HeadGate,
+    attend,
+    attend_backward,
+    causal_bias,
+    history_append,
+    merge_heads,
+    rope,
+    rope_tables,
+    split_heads,
+    training_valid,
+)
 from baby.nn.settings import require
-
 
 
 class HeadAttention(Mixer):

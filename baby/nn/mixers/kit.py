@@ -1,9 +1,10 @@
 """The kit every sequence mixer builds from, each piece written once: head split/merge, the blocked
-score value, masks and the masked softmax, rotary position tables, the time-axis histories of decoding (a preallocated KV history and a sliding window of
-recent inputs), prefix means and suffix sums, and the per-head softmax gate of moh/swh. The init
-scale of residual projections is ``layers.residual_std`` (the networks use it too). Attention's core
-(``attend``, ``attend_backward``) and the rotation ``rope`` are ops (baby/ops/attention.py), handed on
-from here so that every mixer finds its pieces in one place.
+score value, masks and the masked softmax, rotary position tables, the time-axis histories of
+decoding (a preallocated KV history and a sliding window of recent inputs), prefix means and suffix
+sums, and the per-head softmax gate of moh/swh. The init scale of residual projections is
+``layers.residual_std`` (the networks use it too). Attention's core (``attend``, ``attend_backward``)
+and the rotation ``rope`` are ops (baby/ops/attention.py), handed on from here so that every mixer
+finds its pieces in one place.
 """
 from __future__ import annotations
 
