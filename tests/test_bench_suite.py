@@ -5,23 +5,23 @@ from __future__ import annotations
 import numpy
 import pytest
 
-from baby import plans
+from baby import device
 from baby.config import Config
 from baby.nn.model import GPT
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from baby.bench import suite  # noqa: E402
+from baby.bench import suite
 
 SHAPES = {"gpt": {}, "llama": {"c_norm": "rms", "c_position": "rope", "c_network": "swi", "c_bias": False}}
 
 
 @pytest.mark.parametrize("shape", sorted(SHAPES))
 def test_the_transformers_twin_scores_sentences_as_baby_does(shape: str) -> None:
-    from baby.evaluate.scoring import sequence_logprobs  # noqa: PLC0415
+    from baby.evaluate.scoring import sequence_logprobs
     cfg = Config({"n_layers": 2, "n_emb": 32, "n_heads": 4, "n_ctx": 24, "r_dropout": 0.0, **SHAPES[shape]})
-    plans.select_backend(cfg)
+    device.select(cfg)
     model = GPT(cfg, 50)
     rng = numpy.random.default_rng(0)
     sequences = [rng.integers(4, 50, n) for n in (5, 9, 17, 3)]
@@ -47,7 +47,7 @@ def test_the_suite_table_has_a_line_for_every_measured_row() -> None:
 
 
 def test_the_suite_names_its_machine() -> None:
-    from baby.bench import common  # noqa: PLC0415
+    from baby.bench import common
     assert common.isa({"avx2", "avx512f", "avx512bw", "avx512_vnni"}) == "AVX-512 (bw, vnni)"
     assert common.isa({"avx", "avx2", "fma"}) == "AVX2"
     assert common.isa(set()) == "unknown"

@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy
 
-from baby import backend, plans
+from baby import backend, device
 from baby.bench.common import machine, machine_line, save, sgemm_peak
-from baby.bench.train import batches, time_ours, time_torch
+from baby.bench.train import batches, parse_args, run_config, time_ours, time_torch
 from baby.config import Config
 from baby.nn.model import GPT
 
@@ -39,7 +39,7 @@ PROMPT, NEW_TOKENS = 32, 200
 
 def load(path: str, threads: int, **changes: Any) -> Config:
     cfg = Config.load(path, {"c_device_cpu_cores": threads, "c_device_cpu_yield": 0, "r_dropout": 0.0, **changes})
-    plans.select_backend(cfg)
+    device.select(cfg)
     return cfg
 
 
@@ -47,6 +47,7 @@ def hf_twin(model: GPT) -> Any:
     """The same weights in the transformers class of the model (GPT2LMHeadModel, LlamaForCausalLM)."""
     import torch  # noqa: PLC0415 - optional, benchmark only
     import transformers  # noqa: PLC0415
+
     from baby.hf.layout import hf_config, to_hf_tensors  # noqa: PLC0415
 
     settings = hf_config(model.cfg, model.n_vocab)
@@ -108,6 +109,7 @@ def train_row(name: str, path: str, n_vocab: int, steps: int, threads: int, repe
 
 def generation_row(name: str, path: str, threads: int, repeats: int) -> dict[str, Any]:
     import torch  # noqa: PLC0415
+
     from baby.generate import generate  # noqa: PLC0415
 
     torch.set_num_threads(threads)
@@ -138,6 +140,7 @@ def blimp_sentences(limit: int) -> list[tuple[str, str]] | None:
 
 def scoring_row(name: str, path: str, threads: int, repeats: int, pairs: list[tuple[str, str]]) -> dict[str, Any]:
     import torch  # noqa: PLC0415
+
     from baby.evaluate.scoring import encode_sentences, sequence_logprobs  # noqa: PLC0415
     from baby.tokenizers import train_tokenizer  # noqa: PLC0415
 
@@ -193,7 +196,7 @@ def busy_row(path: str, n_vocab: int, steps: int) -> dict[str, Any]:
             cfg = load(path, threads)
             out[label] = time_ours(cfg, n_vocab, batches(cfg, n_vocab, steps + 1), 1)
         cfg = Config.load(path, {"c_device_cpu_cores": 2})
-        threads, notice = plans.cpu_threads(cfg)
+        threads, notice = device.cpu_threads(cfg)
         cfg = load(path, threads)
         out["default"] = time_ours(cfg, n_vocab, batches(cfg, n_vocab, steps + 1), 1)
         out["default_threads"], out["notice"] = threads, notice
@@ -267,4 +270,13 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["run_suite", "hf_twin", "torch_logprobs"]
+__all__ = ["hf_twin", "main", "run_suite", "torch_logprobs"]
+
+
+def main(argv: list[str]) -> int:
+    """``python -m baby bench train``: the CPU suite, or with ``--config`` one model (``bench.train``)."""
+    args = parse_args(argv)
+    if args.config:
+        return run_config(args)
+    run_suite(args.out, 1 if args.quick else max(1, args.repeats - 1), args.quick)
+    return 0

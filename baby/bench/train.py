@@ -17,14 +17,14 @@ from typing import Any
 
 import numpy
 
-from baby import backend, plans
+from baby import backend, device, formats
 from baby.bench.common import machine, machine_line, save, sgemm_peak
 from baby.config import Config
-from baby.replicas import for_training
-from baby.train import train_step
 from baby.nn.model import GPT
 from baby.optim import AdamW
+from baby.replicas import for_training
 from baby.runs import read_json, write_json
+from baby.train import train_step
 
 
 def batches(cfg: Config, n_vocab: int, count: int) -> list[numpy.ndarray]:
@@ -149,17 +149,18 @@ def time_save_load(cfg: Config, n_vocab: int, folder: Path) -> dict[str, float]:
     model = GPT(cfg, n_vocab)
     path = folder / "bench_model.json"
     t0 = time.perf_counter()
-    write_json(path, plans.model_to_dict(model), indent=None)
+    write_json(path, formats.model_to_dict(model), indent=None)
     saved = time.perf_counter() - t0
     t0 = time.perf_counter()
-    plans.load_weights(GPT(cfg, n_vocab), read_json(path), str(path))
+    formats.load_weights(GPT(cfg, n_vocab), read_json(path), str(path))
     loaded = time.perf_counter() - t0
     size = path.stat().st_size
     path.unlink()
     return {"params": model.n_params(), "file_bytes": size, "save_seconds": saved, "load_seconds": loaded}
 
 
-def main(argv: list[str]) -> int:
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The options of ``python -m baby bench train`` (the suite in ``bench.suite`` reads them too)."""
     p = argparse.ArgumentParser(prog="python -m baby bench train", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", help="one model (default: the CPU suite of baby.bench.suite, written to bench_cpu.*)")
     p.add_argument("--quick", action="store_true", help="the suite with fewer steps and pairs (a smoke test)")
@@ -171,14 +172,14 @@ def main(argv: list[str]) -> int:
     p.add_argument("--io-config", default="configs/shakespeare-char.json",
                    help="model whose save/load time is measured (default ~10.7M parameters)")
     p.add_argument("--out", default="outputs")
-    args = p.parse_args(argv)
-    if not args.config:
-        from baby.bench.suite import run_suite  # noqa: PLC0415
-        run_suite(args.out, 1 if args.quick else max(1, args.repeats - 1), args.quick)
-        return 0
+    return p.parse_args(argv)
+
+
+def run_config(args: argparse.Namespace) -> int:
+    """One model (``--config``) against its PyTorch twin, written to bench_train.*."""
     from baby.config import parse_override  # noqa: PLC0415
     cfg = Config.load(args.config, dict(parse_override(s) for s in args.set))
-    plans.select_backend(cfg)
+    device.select(cfg)
     threads = cfg.c_device_cpu_cores or os.cpu_count() or 1
     data = batches(cfg, args.vocab, args.steps + args.warmup)
     peak = sgemm_peak()
@@ -191,7 +192,7 @@ def main(argv: list[str]) -> int:
     flops = GPT(cfg, args.vocab).flops_per_token()["training"]
     best, torch_best = max(ours), (max(theirs) if theirs else None)
     io_cfg = Config.load(args.io_config, {"c_device": cfg.c_device, "c_device_cpu_cores": cfg.c_device_cpu_cores})
-    plans.select_backend(io_cfg.replace(d_type="fp32"))
+    device.select(io_cfg.replace(d_type="fp32"))
     io = time_save_load(io_cfg, args.vocab, Path(args.out))
     result = {
         "config": args.config, "overrides": args.set, "threads": threads, "machine": machine(),
@@ -231,4 +232,4 @@ def _torch_version() -> str:
         return ""
 
 
-__all__ = ["main", "time_ours", "time_torch", "torch_gpt"]
+__all__ = ["parse_args", "run_config", "time_ours", "time_torch", "torch_gpt"]
