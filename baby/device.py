@@ -1,5 +1,6 @@
-"""A config's device: the one place that turns settings into a backend (device, dtype, CPU threads),
-falls back from an absent GPU to the CPU, and joins the ranks of a data-parallel job.
+"""A config's device: the one place that turns settings into a backend (device, dtype, CPU threads,
+the bodies of the ops), falls back from an absent GPU to the CPU, and joins the ranks of a
+data-parallel job.
 
 Every command goes through ``select`` (or ``data_parallel`` when it trains); none calls
 ``backend.use`` itself.
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from baby import backend, distributed
+from baby import backend, distributed, ops
 from baby.config import Config
 from baby.distributed import Communicator
 
@@ -26,6 +27,7 @@ def select(cfg: Config, threads: int = 0, log: Log | None = None, fallback: bool
         cfg = cfg.replace(c_device="cpu", d_type="fp32")
     backend.use(cfg.c_device, threads or cfg.c_device_cpu_cores, cfg.c_device_gpu_core, cfg.c_device_gpu_tensor,
                 cfg.d_type)
+    ops.use(cfg.c_ops)  # fast bodies, or the textbook references (BABY_OPS=reference overrides)
     return cfg
 
 

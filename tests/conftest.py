@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy
 import pytest
 
-from baby import backend
+from baby import backend, ops
 from baby.nn.context import Context
 from baby.runs import RunStore
 
@@ -37,6 +37,7 @@ def float32_cpu_after_each_test():
     yield
     if backend.device_name != "cpu" or backend.dtype is not numpy.float32:
         backend.use("cpu", d_type="fp32")
+    ops.use("fast")  # a run with c_ops=reference leaves the references on, as it leaves its dtype
 
 
 @pytest.fixture(params=BACKENDS)

@@ -268,3 +268,16 @@ def test_cupy_bodies_equal_references(name: str) -> None:
     fn, *args = CASES[name](numpy.random.default_rng(3), numpy.float32, (4, 33, 130))
     fast, reference = both(fn, *[backend.asarray(a) if isinstance(a, numpy.ndarray) else a for a in args])
     assert_close(fast, reference, numpy.float32)
+
+
+def test_a_run_with_c_ops_reference_trains_on_the_references(tmp_path, corpus) -> None:
+    from baby import plans
+    from baby.runs import RunStore
+    from tests.conftest import TINY_RUN, quiet
+    fast = plans.train(TINY_RUN, [str(corpus)], root=tmp_path / "fast", log=quiet)
+    assert ops.mode() == "fast"
+    ref = plans.train({**TINY_RUN, "c_ops": "reference"}, [str(corpus)], root=tmp_path / "ref", log=quiet)
+    assert ops.mode() == "reference"  # the conftest puts the fast bodies back after the test
+    a = RunStore(tmp_path / "fast").read("report", fast)["final_val_loss"]
+    b = RunStore(tmp_path / "ref").read("report", ref)["final_val_loss"]
+    assert abs(a - b) < 1e-3  # float32: the two bodies round differently, the run is the same
