@@ -12,12 +12,12 @@ import pytest
 from baby import backend
 from baby.config import Config
 from baby.nn import variants
-from baby.nn.mixers.head_attention import HeadAttention
-from baby.nn.mixers.kit import heads_first
-from baby.nn.mixers.swh import SwitchHead
 from baby.nn.context import Context
 from baby.nn.gradcheck import check_module, directional_check
 from baby.nn.layers import softmax
+from baby.nn.mixers.head_attention import HeadAttention
+from baby.nn.mixers.kit import heads_first
+from baby.nn.mixers.swh import SwitchHead
 from tests.conftest import TINY
 
 VARIANTS = ["mha", "moh", "gqa", "swh", "gla", "rfa", "aft"]

@@ -198,7 +198,7 @@ def test_pooled_adamw_and_clip_match_the_serial_ones(restore_threads) -> None:
 
 
 def test_training_with_the_pool_repeats_bit_for_bit(restore_threads) -> None:
-    from baby.train import train_step  # noqa: PLC0415
+    from baby.train import train_step
 
     def losses() -> list[float]:
         backend.set_cpu_threads(2)
@@ -216,9 +216,9 @@ def test_training_with_the_pool_repeats_bit_for_bit(restore_threads) -> None:
 
 
 def test_busy_cores_sees_a_process_that_keeps_a_core_busy() -> None:
-    import subprocess  # noqa: PLC0415
-    import sys  # noqa: PLC0415
-    import time  # noqa: PLC0415
+    import subprocess
+    import sys
+    import time
     if not __import__("os").path.exists("/proc/stat"):
         pytest.skip("no /proc/stat")
     spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
@@ -232,9 +232,9 @@ def test_busy_cores_sees_a_process_that_keeps_a_core_busy() -> None:
 
 def test_a_run_yields_the_cores_others_keep_busy_records_it_and_resumes_on_as_many(
         restore_threads, monkeypatch, tmp_path) -> None:
-    from baby import plans  # noqa: PLC0415
-    from baby.runs import RunStore  # noqa: PLC0415
-    from baby.train import Interrupted  # noqa: PLC0415
+    from baby import plans
+    from baby.runs import RunStore
+    from baby.train import Interrupted
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("the cat sat on the mat and the dog sat on the log. " * 60, encoding="utf-8")
     monkeypatch.setattr(backend, "cpu_count", lambda: 2)
@@ -258,7 +258,7 @@ def test_a_run_yields_the_cores_others_keep_busy_records_it_and_resumes_on_as_ma
 
 @pytest.mark.parametrize("grouped", [False, True])
 def test_pooled_attention_by_blocks_of_sequences_is_the_serial_attention(restore_threads, grouped: bool) -> None:
-    from baby.nn.mixers.kit import attend, attend_backward, causal_bias  # noqa: PLC0415
+    from baby.nn.mixers.kit import attend, attend_backward, causal_bias
     rng = numpy.random.default_rng(7)
     b, t, d = 6, 24, 8
     shape_q, shape_kv = ((b, 2, 2, t, d), (b, 2, 1, t, d)) if grouped else ((b, 4, t, d), (b, 4, t, d))
@@ -280,7 +280,7 @@ def test_pooled_attention_by_blocks_of_sequences_is_the_serial_attention(restore
 
 
 def test_busy_cores_does_not_count_this_processs_own_busy_threads() -> None:
-    import os  # noqa: PLC0415
+    import os
     if not os.path.exists("/proc/self/task"):
         pytest.skip("no /proc")
     stop = threading.Event()
