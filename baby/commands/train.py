@@ -151,7 +151,8 @@ def resume(guid: str, root: str | Path = ".", log: Log = say, stop_at: int | Non
     rollback = None
     if from_step is not None:
         diverged = runtime.get("diverged") if isinstance(runtime.get("diverged"), dict) else {}
-        skip = max(int(diverged.get("step", from_step)) - from_step, 0) if skip_batches else 0
+        at = diverged.get("step")
+        skip = max(at - from_step, 0) if skip_batches and isinstance(at, int) else 0
         if skip_batches and not diverged:
             raise ConfigError(f"--skip-batches skips the batches between the rollback point and the divergence, "
                               f"but run {guid} did not stop on a divergence")
@@ -179,7 +180,9 @@ def resume(guid: str, root: str | Path = ".", log: Log = say, stop_at: int | Non
         store.check_writable()
     comm.barrier()  # every rank has read the checkpoint before rank 0 may write
     if rollback is not None and comm.rank == 0:  # the rollback point becomes the latest checkpoint
-        write_json(store.path("checkpoint", guid), read_json(path, "checkpoint file"))
+        point = read_json(path, "checkpoint file")
+        point["trainer"]["batch_offset"] = state["batch_offset"]  # a kill before the next checkpoint keeps the skip
+        write_json(store.path("checkpoint", guid), point)
         for gone in store.prune_rollback_points(guid, cfg.n_rollback, after=from_step):
             log(f"removed rollback point {gone} (after step {from_step}: the trajectory left behind)")
         rest = {k: v for k, v in runtime.items() if k != "diverged"}  # the divergence moves into the history
