@@ -29,9 +29,12 @@ def spread(values: list[float], fmt: str, scale: float = 1.0) -> str:
 def markdown(data: dict[str, Any]) -> str:
     groups = by_cell(data)
     labels = data["checkpoints"]
+    final_limits = {r["results"]["final"].get("limit", 0) for r in data["cells"] if "final" in r.get("results", {})}
+    at_end = ("the end scores every pair" if final_limits <= {0} else
+              f"the end scores the first {', '.join(str(n) for n in sorted(final_limits))} pairs too (a sweep)")
     lines = [f"Study `{data['name']}` ({data.get('updated', '')}): {data.get('about', '')}".rstrip(": "), "",
              "Mean over seeds ± half the range between seeds. Checkpoints before the end score BLiMP/Zorro on "
-             "the first pairs of each paradigm (`limit`); the end scores every pair.", "",
+             f"the first pairs of each paradigm (`limit`); {at_end}.", "",
              "| cell | seeds | params | train min | tok/s | induction matches | ppl/token | ppl/word | BLiMP % | Zorro % |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, records in groups.items():

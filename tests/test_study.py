@@ -95,6 +95,7 @@ def test_a_study_trains_evaluates_summarises_and_skips_what_is_done(tiny_study: 
     assert 0 < ci["induction_match_share"] < 1
     assert all(c.get("induction_match_share") is None for c in data["cells"] if c["cell"] == "gpt")
     table = out.with_suffix(".md").read_text()
+    assert "the end scores the first 2 pairs too" in table  # eval.final_limit: said, not hidden
     pytest.importorskip("matplotlib")
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| gpt | 2/2 |" in table and "| ci | 1/1 |" in table
