@@ -7,13 +7,10 @@ is what tied weights and gradient accumulation need).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from baby import backend
 from baby.nn.settings import Setting
-
-if TYPE_CHECKING:
-    from baby.config import Config
 
 
 class Parameter:
@@ -108,28 +105,28 @@ class Variant(Module):
     hf_families: tuple[str, ...] = ()
 
     @classmethod
-    def kv_heads(cls, cfg: "Config") -> int:
+    def kv_heads(cls, cfg: Any) -> int:
         """Key/value heads of its cache and of an export (attention: n_heads; gqa: fewer)."""
         return cfg.n_heads
 
     @classmethod
-    def score_floats(cls, cfg: "Config", n_ctx: int) -> float:
+    def score_floats(cls, cfg: Any, n_ctx: int) -> float:
         """Floats per token one training step keeps beyond the generic estimate of ``baby.memory``
         (16 * n_emb per part): quadratic attention keeps a row of scores per head."""
         return 0.0
 
     @classmethod
-    def check_config(cls, cfg: "Config") -> None:
+    def check_config(cls, cfg: Any) -> None:
         """Raise ConfigError for a combination of settings this variant cannot build or train with.
         The config calls it at validation time for every chosen variant (default: nothing to check)."""
 
     @classmethod
-    def check_config_unchosen(cls, cfg: "Config") -> None:
+    def check_config_unchosen(cls, cfg: Any) -> None:
         """Raise ConfigError when a setting of this variant is set although the variant is not chosen
         and the setting would silently do nothing. Called for every registered variant not chosen."""
 
     @classmethod
-    def prepare_model(cls, model: Module, cfg: "Config") -> None:
+    def prepare_model(cls, model: Module, cfg: Any) -> None:
         """Called once on the whole model after it is built, for every chosen variant (lor freezes
         all but its low-rank matrices here when c_freeze_base is set)."""
 

@@ -5,7 +5,7 @@ bias on the logits, ``c_head_bias``, as the original Little Baby's head has).
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy
 
@@ -14,9 +14,6 @@ from baby.nn import core, variants
 from baby.nn.context import Context
 from baby.nn.core import Module
 from baby.nn.layers import Dropout, Embedding, Linear, matmul2d, normal, param
-
-if TYPE_CHECKING:
-    from baby.config import Config
 
 
 class Residual(Module):
@@ -56,7 +53,7 @@ class PostNormResidual(Module):
 class Block(Module):
     """One layer: its residual sub-blocks in order."""
 
-    def __init__(self, cfg: Config, rng: numpy.random.Generator) -> None:
+    def __init__(self, cfg: Any, rng: numpy.random.Generator) -> None:
         names = [("mixer", m) for m in cfg.mixers]
         if cfg.c_network:
             names.append(("network", cfg.c_network))
@@ -76,12 +73,12 @@ class Block(Module):
         return dy
 
 
-def build_norm(cfg: Config, kind: str = "") -> Module:
+def build_norm(cfg: Any, kind: str = "") -> Module:
     return variants.lookup("norm", kind or cfg.c_norm).cls(cfg.n_emb)
 
 
 class GPT(Module):
-    def __init__(self, cfg: Config, n_vocab: int, seed: int | None = None) -> None:
+    def __init__(self, cfg: Any, n_vocab: int, seed: int | None = None) -> None:
         rng = numpy.random.default_rng(cfg.seed if seed is None else seed)
         self.cfg = cfg
         self.n_vocab = n_vocab
