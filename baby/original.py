@@ -41,20 +41,19 @@ before a file is written; nothing here unpickles or executes what it reads.
 """
 from __future__ import annotations
 
-import datetime as _dt
 import re
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy
 
-from baby import backend, device
+from baby import device
 from baby.config import LEGACY_NAMES, Config, ConfigError, from_legacy
-from baby.formats import FormatError, encode_tensor, load_weights, model_to_dict
+from baby.formats import FormatError, encode_tensor, load_weights
 from baby.jsonio import read_json
 from baby.nn.model import GPT
-from baby.runs import RunStore, new_guid
-from baby.tokenizers import KINDS, Tokenizer, tokenizer_digest
+from baby.runs import RunStore, write_imported_run
+from baby.tokenizers import KINDS, Tokenizer
 
 NAME = re.compile(r"(config|tokenizer|model)_([0-9A-Za-z-]+(?:_finetuned)?)\.json")
 
@@ -347,21 +346,12 @@ def import_original(folder: str | Path, root: str | Path = ".", log: Callable[[s
     model_file = {"format": "baby-model/1", "n_vocab": tokenizer.n_vocab,
                   "tensors": {k: encode_tensor(v) for k, v in tensors.items()}}
     load_weights(model, model_file, str(files["model"]))  # every name and shape ours, once more
-    store = RunStore(root)
-    store.check_writable(("config", "tokenizer", "model"))
-    guid = new_guid()
-    record = {"guid": guid, "settings": cfg.to_dict(), "runtime": {
-        "imported_from": str(folder.resolve()), "original_guid": files["config"].stem.split("_", 1)[1],
-        "original_runtime": runtime,
-        "n_vocab": tokenizer.n_vocab, "tokenizer_sha256": tokenizer_digest(tokenizer), "n_params": model.n_params(),
-        "n_bytes": model.n_bytes(), "device": backend.device_name, "versions": backend.versions(),
-        "created": _dt.datetime.now().isoformat(timespec="seconds")}}
-    store.write("tokenizer", guid, tokenizer.to_dict())
-    store.write("model", guid, model_to_dict(model))
-    store.write("config", guid, record)  # last: a run exists once its config does
+    original_guid = files["config"].stem.split("_", 1)[1]
+    guid = write_imported_run(RunStore(root), cfg, tokenizer, model, {
+        "imported_from": str(folder.resolve()), "original_guid": original_guid, "original_runtime": runtime})
     for notice in notices:
         log(f"notice: {notice}")
-    log(f"imported the original's run {record['runtime']['original_guid']} from {folder} as run {guid}: "
+    log(f"imported the original's run {original_guid} from {folder} as run {guid}: "
         f"{settings['c_attention']} + {settings['c_network']}, {settings['c_sequence']}-norm, "
         f"{model.n_params():,} parameters, the original's {tokenizer.kind} vocabulary of {tokenizer.n_vocab} ids "
         "(no specials)")

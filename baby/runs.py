@@ -16,18 +16,19 @@ built from it; nothing here unpickles anything.
 """
 from __future__ import annotations
 
+import datetime as _dt
 import os
 import re
 import uuid
 from pathlib import Path
 from typing import Any
 
-from baby import device
+from baby import backend, device
 from baby.config import Config
-from baby.formats import FormatError, load_weights, model_vocab, read_checkpoint
+from baby.formats import FormatError, load_weights, model_to_dict, model_vocab, read_checkpoint
 from baby.jsonio import FileFault, orphan_temps, probe_writable, read_json, write_json
 from baby.nn.model import GPT
-from baby.tokenizers import tokenizer_digest, tokenizer_from_dict
+from baby.tokenizers import Tokenizer, tokenizer_digest, tokenizer_from_dict
 
 # New runs get the standard 8-4-4-4-12 form the original project writes; runs named with 32 bare hex
 # digits (this project's earlier form) keep working. Neither holds "_", which separates file suffixes.
@@ -258,3 +259,19 @@ def state_of(store: RunStore, guid: str, cfg: Config | None = None) -> dict[str,
     if step is not None:
         return {"state": "interrupted, resumable", "steps": step, "resume": resume}
     return {"state": "not resumable; delete it", "detail": "killed before its first checkpoint"}
+
+
+def write_imported_run(store: RunStore, cfg: Config, tokenizer: Tokenizer, model: GPT, origin: dict[str, Any]) -> str:
+    """A new run of a model brought in from elsewhere (a Hugging Face directory, the original's files):
+    tokenizer, model, then the config (a run exists once its config does). ``origin``: the runtime
+    facts of where it came from. Returns the new GUID."""
+    store.check_writable(("config", "tokenizer", "model"))
+    guid = new_guid()
+    record = {"guid": guid, "settings": cfg.to_dict(), "runtime": {
+        **origin, "n_vocab": tokenizer.n_vocab, "tokenizer_sha256": tokenizer_digest(tokenizer),
+        "n_params": model.n_params(), "n_bytes": model.n_bytes(), "device": backend.device_name,
+        "versions": backend.versions(), "created": _dt.datetime.now().isoformat(timespec="seconds")}}
+    store.write("tokenizer", guid, tokenizer.to_dict())
+    store.write("model", guid, model_to_dict(model))
+    store.write("config", guid, record)
+    return guid

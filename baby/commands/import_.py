@@ -5,22 +5,20 @@ is read and checked before a file is written.
 """
 from __future__ import annotations
 
-import datetime as _dt
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy
 
-from baby import backend, device, original
+from baby import device, original
 from baby.config import Config, ConfigError
-from baby.formats import architecture, encode_tensor, load_weights, model_to_dict
+from baby.formats import architecture, encode_tensor, load_weights
 from baby.hf import remote, safetensors_numpy
 from baby.hf.layout import from_hf_tensors, settings_from_hf
 from baby.hf.tokenizer import from_hf
 from baby.jsonio import FileFault, read_json
 from baby.nn.model import GPT
-from baby.runs import RunStore, new_guid
-from baby.tokenizers import tokenizer_digest
+from baby.runs import RunStore, write_imported_run
 
 
 def read_safetensors(path: Path) -> dict[str, numpy.ndarray]:
@@ -70,17 +68,8 @@ def import_run(source: str | Path, root: str | Path = ".", log: Callable[[str], 
     model_file = {"format": "baby-model/1", "n_vocab": tokenizer.n_vocab,
                   "tensors": {k: encode_tensor(v) for k, v in ours.items()}}
     load_weights(model, model_file, where)  # names, shapes, finiteness: checked before writing
-    store = RunStore(root)
-    store.check_writable(("config", "tokenizer", "model"))
-    guid = new_guid()
-    record = {"guid": guid, "settings": cfg.to_dict(), "runtime": {
-        "imported_from": str(folder.resolve()), "hf_architecture": (data.get("architectures") or [None])[0],
-        "n_vocab": tokenizer.n_vocab, "tokenizer_sha256": tokenizer_digest(tokenizer), "n_params": model.n_params(),
-        "n_bytes": model.n_bytes(), "device": backend.device_name, "versions": backend.versions(),
-        "created": _dt.datetime.now().isoformat(timespec="seconds")}}
-    store.write("tokenizer", guid, tokenizer.to_dict())
-    store.write("model", guid, model_to_dict(model))
-    store.write("config", guid, record)  # last: a run exists once its config does
+    guid = write_imported_run(RunStore(root), cfg, tokenizer, model, {
+        "imported_from": str(folder.resolve()), "hf_architecture": (data.get("architectures") or [None])[0]})
     log(f"imported {folder} as run {guid}: {model.n_params():,} parameters, {tokenizer.kind} tokenizer of "
         f"{tokenizer.n_vocab} ids")
     log(guid)
