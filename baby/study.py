@@ -8,6 +8,7 @@ A study file is JSON (paths relative to the folder the command runs in)::
     {"name": "thesis", "about": "...",
      "inputs": ["../shared/data/babylm_10M/switchboard.train.gz", "../shared/data/babylm_test"],
      "holdout": 0.05,                       # the last 5 % of every file: held out for perplexity
+     "config": "configs/babylm-1h.json",    # optional: a preset's settings, under base's
      "base": {settings every cell shares},
      "checkpoints": "500K,1M,2M",           # words seen; "final" is always evaluated too
      "target_params": 5210000, "tolerance": 0.03,
@@ -20,7 +21,7 @@ validated (settings, sizes, data folders) before the first one trains: a typo in
 fails in seconds, not hours. The text is split and tokenized once per study (``outputs/
 study_<name>/corpus.json``); every cell is a run of its own (a GUID, resumable); a cell that
 finished is skipped, an interrupted one resumes. ``--parallel N`` runs N cells at once, one BLAS
-thread each. Results: ``outputs/study_<name>/cells/<cell>_s<seed>.json`` per cell, and
+thread each unless a cell sets c_device_cpu_cores. Results: ``outputs/study_<name>/cells/<cell>_s<seed>.json`` per cell, and
 ``outputs/study_<name>.json``, ``.md`` and ``.png`` for the whole study.
 """
 from __future__ import annotations
@@ -50,7 +51,7 @@ from baby.tokenizers import tokenizer_digest, tokenizer_from_dict
 from baby.train import Stopped
 
 Log = Callable[[str], None]
-STUDY_KEYS = {"name", "about", "inputs", "holdout", "base", "checkpoints", "target_params", "tolerance",
+STUDY_KEYS = {"name", "about", "inputs", "holdout", "config", "base", "checkpoints", "target_params", "tolerance",
               "eval", "cells"}
 CELL_KEYS = {"name", "about", "settings", "seeds", "match"}
 EVAL_KEYS = {"blimp", "zorro", "checkpoint_limit", "final_limit", "batch_size"}
@@ -143,6 +144,15 @@ def load_study(path: str | Path, root: str | Path = ".") -> Study:
     base = spec.get("base", {})
     if not isinstance(base, dict):
         raise _fail(path, "base", "a JSON object of settings is required")
+    if "config" in spec:  # a preset the study runs as it is: its settings under base's
+        preset = spec["config"]
+        if not isinstance(preset, str) or not Path(preset).is_file():
+            raise _fail(path, "config", f"{preset!r}: no such settings file (a path like configs/babylm-1h.json)")
+        try:
+            cfg = Config.load(preset)
+            base = {**{k: v for k, v in cfg.to_dict().items() if k in cfg.given}, **base}
+        except ConfigError as err:
+            raise _fail(path, "config", str(err)) from None
     checkpoints = parse_word_counts(str(spec.get("checkpoints", "")))
     evals = spec.get("eval", {})
     if not isinstance(evals, dict) or set(evals) - EVAL_KEYS:

@@ -156,3 +156,29 @@ def test_the_plotted_curves_are_the_mean_over_seeds() -> None:
     expected = [(1000, pytest.approx(60.0)), (3000, pytest.approx(60.0))]
     assert checkpoint_curve([seed_a, seed_b], ["1M", "final"], "blimp") == expected
     assert checkpoint_curve([seed_a, seed_b], ["1M"], "zorro") == []
+
+
+def test_a_study_runs_a_preset_under_its_base(tiny_study: Path, tmp_path: Path) -> None:
+    preset = tmp_path / "preset.json"
+    preset.write_text(json.dumps({"r_dropout": 0.1, "n_layers": 2, "r_learn": 0.01}))
+    spec = json.loads(tiny_study.read_text())
+    spec.update(config=str(preset), base={**BASE, "n_layers": 1})
+    tiny_study.write_text(json.dumps(spec))
+    loaded = study.load_study(tiny_study, tmp_path / "root")
+    settings = loaded.cells[0].settings
+    assert (settings["r_dropout"], settings["r_learn"], settings["n_layers"]) == (0.1, 0.01, 1)  # base wins
+    assert "c_device" not in settings  # only what the preset sets, not every default
+
+
+@pytest.mark.parametrize("preset_text, words", [(None, ["config", "no such settings file"]),
+                                                ('{"n_embd": 32}', ["config", "n_embd"])])
+def test_a_missing_or_wrong_preset_is_named(tiny_study: Path, tmp_path: Path, preset_text, words) -> None:
+    preset = tmp_path / "preset.json"
+    if preset_text is not None:
+        preset.write_text(preset_text)
+    spec = json.loads(tiny_study.read_text())
+    spec["config"] = str(preset)
+    tiny_study.write_text(json.dumps(spec))
+    with pytest.raises(ConfigError) as err:
+        study.load_study(tiny_study, tmp_path / "root")
+    assert all(word in str(err.value) for word in words)
