@@ -1,6 +1,7 @@
-"""python -m baby bench dp --config C [C ...]: two ways to spend the same cores, side by side - N MPI
-ranks x 1 BLAS thread (data parallel) against 1 rank x N threads - on the same config, random token
-batches and number of timed steps. tokens/s counts the global batch (batch_size x n_ctx per step).
+"""python -m baby bench dp --config C [C ...]: three ways to spend the same N cores, side by side - N MPI
+ranks x 1 BLAS thread (data parallel), 1 rank running N replicas of the model (c_device_cpu_parallel=batch)
+and 1 rank running one model with N threads inside each operation (ops) - on the same config, random
+token batches and number of timed steps. tokens/s counts the global batch (batch_size x n_ctx per step).
 Writes outputs/bench_dp.json and .md.
 
 Each layout runs in its own processes (``--worker``), so its thread count is set before NumPy loads.
@@ -43,18 +44,24 @@ def worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def layout(args: argparse.Namespace, config: str, ranks: int, threads: int, folder: Path) -> dict[str, Any]:
-    result = folder / f"{ranks}x{threads}.json"
+# name: (ranks, threads per rank, c_device_cpu_parallel)
+LAYOUTS = {"ranks": (0, 1, "auto"), "replicas": (1, 0, "batch"), "one model": (1, 0, "ops")}
+
+
+def layout(args: argparse.Namespace, config: str, ranks: int, threads: int, parallel: str,
+           folder: Path) -> dict[str, Any]:
+    result = folder / f"{ranks}x{threads}{parallel}.json"
     command = [sys.executable, "-m", "baby", "bench", "dp", "--worker", "--config", config, "--result", str(result),
-               "--steps", str(args.steps), "--warmup", str(args.warmup), "--set", f"c_device_cpu_cores={threads}",
-               *[part for s in args.set for part in ("--set", s)]]
+               "--steps", str(args.steps), "--warmup", str(args.warmup), *[part for s in args.set for part in ("--set", s)],
+               "--set", f"c_device_cpu_cores={threads}", "--set", f"c_device_cpu_parallel={parallel}",
+               "--set", "c_device_cpu_yield=0"]
     if ranks > 1:
         command = [args.launcher, "-n", str(ranks), *command]
     threads_env = {v: str(threads) for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
     done = subprocess.run(command, env={**os.environ, **threads_env}, capture_output=True, text=True)
     if done.returncode != 0:
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise ConfigError(f"bench dp: {ranks} rank(s) x {threads} thread(s) on {config} failed: {tail}")
+        raise ConfigError(f"bench dp: {ranks} rank(s) x {threads} thread(s) ({parallel}) on {config} failed: {tail}")
     return json.loads(result.read_text(encoding="utf-8"))
 
 
@@ -64,8 +71,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--steps", type=int, default=40, help="timed steps per layout")
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--repeats", type=int, default=3, help="alternate the two layouts this many times; best kept")
-    p.add_argument("--cores", type=int, default=2, help="cores to spend: CORES ranks x 1 thread vs 1 rank x CORES")
+    p.add_argument("--repeats", type=int, default=3, help="alternate the layouts this many times; best kept")
+    p.add_argument("--cores", type=int, default=2, help="cores to spend: CORES ranks x 1 thread, or 1 rank x CORES threads")
     p.add_argument("--launcher", default=shutil.which("mpiexec") or shutil.which("mpirun") or "mpiexec")
     p.add_argument("--out", default="outputs")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -79,22 +86,23 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for config in args.config:
             cfg = Config.load(config, dict(parse_override(s) for s in args.set))
-            runs: dict[str, list[dict[str, Any]]] = {"parallel": [], "threaded": []}
-            for _ in range(args.repeats):  # alternate the layouts so both see the same machine; best kept
-                runs["parallel"].append(layout(args, config, args.cores, 1, Path(tmp)))
-                runs["threaded"].append(layout(args, config, 1, args.cores, Path(tmp)))
-            parallel, threaded = (max(r, key=lambda x: x["tokens_per_second"]) for r in runs.values())
-            ratio = parallel["tokens_per_second"] / threaded["tokens_per_second"]
+            runs: dict[str, list[dict[str, Any]]] = {name: [] for name in LAYOUTS}
+            for _ in range(args.repeats):  # alternate the layouts so all see the same machine; best kept
+                for name, (ranks, threads, parallel) in LAYOUTS.items():
+                    runs[name].append(layout(args, config, ranks or args.cores, threads or args.cores, parallel,
+                                             Path(tmp)))
+            best = {name: max(r, key=lambda x: x["tokens_per_second"]) for name, r in runs.items()}
+            fastest = max(best, key=lambda name: best[name]["tokens_per_second"])
             results.append({"config": config, "shape": {k: cfg.to_dict()[k] for k in
-                            ("n_layers", "n_heads", "n_emb", "n_ctx", "batch_size")},
-                            "data_parallel": parallel, "threaded": threaded, "ratio": ratio})
-            rows.append(f"| {config} | {parallel['tokens_per_second']:,.0f} | {threaded['tokens_per_second']:,.0f} "
-                        f"| {ratio:.2f} |")
+                            ("n_layers", "n_heads", "n_emb", "n_ctx", "batch_size")}, **best, "fastest": fastest})
+            rows.append(f"| {config} | " + " | ".join(f"{best[name]['tokens_per_second']:,.0f}" for name in LAYOUTS)
+                        + f" | {fastest} |")
     m = machine()
-    table = (f"Data parallel against threads, {args.cores} cores, {args.steps} timed steps, best of {args.repeats} "
+    table = (f"Three layouts of {args.cores} cores, tokens/s, {args.steps} timed steps, best of {args.repeats} "
              f"alternating runs, {m['cpu']} ({m['date']}):\n\n"
-             f"| config | {args.cores} ranks x 1 thread, tokens/s | 1 rank x {args.cores} threads, tokens/s | ratio |\n"
-             "|---|---|---|---|\n" + "\n".join(rows))
+             f"| config | {args.cores} ranks x 1 thread (MPI) | 1 rank, {args.cores} replicas (batch) "
+             f"| 1 rank, one model, {args.cores} threads (ops) | fastest |\n"
+             "|---|---|---|---|---|\n" + "\n".join(rows))
     save("dp", {"machine": m, "steps": args.steps, "warmup": args.warmup, "cores": args.cores, "overrides": args.set,
                 "results": results}, table, args.out)
     print(table)
