@@ -55,6 +55,14 @@ def launched_size() -> int | None:
     return 0 if any(name in os.environ for name in RANK_VARIABLES) else None
 
 
+def launched_rank() -> int:
+    """This process's rank as its MPI launcher announced it (0 when none did): who speaks for the job."""
+    for name in RANK_VARIABLES[:3]:
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return 0
+
+
 def local_rank() -> int:
     """Index of this rank among the ranks of its machine (selects its GPU)."""
     for name in LOCAL_RANK_VARIABLES:

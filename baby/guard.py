@@ -2,7 +2,7 @@
 
 - NumPy's floating-point warnings (``overflow encountered in matmul``, with source paths) are gathered
   instead of printed: a run that diverges says them as part of its one divergence line; a plan that
-  ends well says them once, as a notice, with how often each came.
+  ends well says them once (rank 0 of an MPI job), as a notice, with how often each came.
 - Running out of memory anywhere in a plan becomes one line that names the settings sizes come from.
 """
 from __future__ import annotations
@@ -12,6 +12,7 @@ import warnings
 from collections import Counter
 from typing import Any, Callable
 
+from baby import distributed
 from baby.config import ConfigError
 from baby.progress import say
 from baby.train import TrainingHalted
@@ -52,7 +53,7 @@ def guarded(plan: Callable[..., Any]) -> Callable[..., Any]:
         for w in others:  # not ours to judge: shown as Python would have shown them
             warnings.showwarning(w.message, w.category, w.filename, w.lineno)
         floating = [w for w in caught if issubclass(w.category, RuntimeWarning)]
-        if floating:
+        if floating and distributed.launched_rank() == 0:  # every rank computed the same: one speaks
             log(f"notice: NumPy reported {numpy_said(floating)} (every value saved is finite)")
         return result
 

@@ -669,3 +669,18 @@ def test_harmless_numpy_warnings_are_one_notice(capsys: pytest.CaptureFixture) -
     assert guarded(overflowing)(log=lines.append)
     assert lines == ["notice: NumPy reported overflow encountered in multiply (2x) (every value saved is finite)"]
     assert capsys.readouterr().err == ""
+
+
+def test_under_mpi_only_rank_0_says_the_numpy_notice(monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+
+    from baby.guard import guarded
+
+    def overflowing(log: object) -> None:
+        np.full(2, 1e38, dtype=np.float32) * np.float32(10)
+
+    for rank, expected in (("1", 0), ("0", 1)):
+        monkeypatch.setenv("PMI_RANK", rank)
+        lines: list[str] = []
+        guarded(overflowing)(log=lines.append)
+        assert len(lines) == expected
