@@ -24,7 +24,8 @@ from baby.config import ConfigError
 
 # Set by every MPI launcher we know (Open MPI, MPICH/Hydra, Intel MPI, PMIx, SLURM's srun --mpi=pmi2/pmix).
 SIZE_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE")
-RANK_VARIABLES = ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "MPI_LOCALNRANKS")
+WORLD_RANK_VARIABLES = ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK")
+RANK_VARIABLES = (*WORLD_RANK_VARIABLES, "MPI_LOCALNRANKS")
 LOCAL_RANK_VARIABLES = ("OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID")
 MPI_HELP = ("install MPI for Python with `pip install -e .[mpi]` (mpi4py and the MPICH wheel); on a "
             "cluster build mpi4py against the cluster's MPI: `pip install --no-binary=mpi4py mpi4py`")
@@ -57,7 +58,7 @@ def launched_size() -> int | None:
 
 def launched_rank() -> int:
     """This process's rank as its MPI launcher announced it (0 when none did): who speaks for the job."""
-    for name in RANK_VARIABLES[:3]:
+    for name in WORLD_RANK_VARIABLES:
         if os.environ.get(name, "").isdigit():
             return int(os.environ[name])
     return 0
