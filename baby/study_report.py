@@ -91,6 +91,18 @@ def checkpoint_curve(records: list[dict[str, Any]], labels: list[str], metric: s
     return points
 
 
+def plot_title(data: dict[str, Any]) -> str:
+    """What the curves are: the mean over seeds, and how many pairs the checkpoints and the end score."""
+    early = {res.get("limit") for r in data["cells"] for label, res in r.get("results", {}).items()
+             if label != "final"} - {None, 0}
+    end = {r["results"]["final"].get("limit", 0) for r in data["cells"] if "final" in r.get("results", {})}
+    title = f"study {data['name']}: mean over seeds"
+    if early:
+        title += f"; before the end BLiMP and Zorro score the first {min(early)} pairs of each paradigm"
+        title += ", the end every pair" if end <= {0} else f", the end the first {min(end)}"
+    return title
+
+
 def plot(data: dict[str, Any], path: Path) -> bool:
     """Validation loss, BLiMP and Zorro against words seen, one line per cell (mean over its seeds;
     cells of one seed dashed). Returns False (and writes nothing) without matplotlib."""
@@ -117,9 +129,7 @@ def plot(data: dict[str, Any], path: Path) -> bool:
     for ax in (ax_loss, ax_blimp, ax_zorro):
         ax.grid(alpha=0.3)
     ax_loss.legend(fontsize=8)
-    limits = {res.get("limit") for r in data["cells"] for res in r.get("results", {}).values()} - {None}
-    early = f"; before the end BLiMP and Zorro score the first {min(limits)} pairs of each paradigm" if limits else ""
-    fig.suptitle(f"study {data['name']}: mean over seeds{early}")
+    fig.suptitle(plot_title(data))
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=110)

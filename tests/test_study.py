@@ -182,3 +182,13 @@ def test_a_missing_or_wrong_preset_is_named(tiny_study: Path, tmp_path: Path, pr
     with pytest.raises(ConfigError) as err:
         study.load_study(tiny_study, tmp_path / "root")
     assert all(word in str(err.value) for word in words)
+
+
+def test_the_plot_title_says_how_many_pairs_the_checkpoints_and_the_end_score() -> None:
+    from baby.study_report import plot_title
+
+    cell = {"results": {"1M": {"limit": 100}, "final": {"limit": 0}}}
+    assert plot_title({"name": "s", "cells": [cell]}).endswith("first 100 pairs of each paradigm, the end every pair")
+    cell["results"]["final"]["limit"] = 100
+    assert plot_title({"name": "s", "cells": [cell]}).endswith("paradigm, the end the first 100")
+    assert plot_title({"name": "s", "cells": [{"results": {"final": {"limit": 0}}}]}) == "study s: mean over seeds"
