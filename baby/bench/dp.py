@@ -44,7 +44,7 @@ def worker(args: argparse.Namespace) -> int:
     return 0
 
 
-# name: (ranks, threads per rank, c_device_cpu_parallel)
+# name: (ranks, threads per rank, c_device_cpu_parallel); 0 stands for --cores
 LAYOUTS = {"ranks": (0, 1, "auto"), "replicas": (1, 0, "batch"), "one model": (1, 0, "ops")}
 
 
